@@ -1,0 +1,113 @@
+#!/usr/bin/env node
+// Set-up shared by `npm start`, `npm test` and the benchmarks. Plain JavaScript with no dependencies, because it
+// runs before `npm ci`: installs npm dependencies when missing, finds nats-server and Chromium (installing Debian's
+// packages when running as root, else printing the exact command), then hands over to the real entry point.
+import { spawnSync, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { delimiter, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const [mode = 'test', ...rest] = process.argv.slice(2);
+
+function log(message) {
+  process.stderr.write(`[setup] ${message}\n`);
+}
+
+function onPath(name) {
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    const candidate = join(dir, name);
+    if (dir && existsSync(candidate)) return candidate;
+  }
+  return null;
+}
+
+function findNatsServer() {
+  return [
+    process.env.NATS_SERVER_BIN,
+    onPath('nats-server'),
+    '/usr/sbin/nats-server',
+    '/usr/bin/nats-server',
+  ].find((c) => c && existsSync(c));
+}
+
+function findChromium() {
+  return [
+    process.env.CHROMIUM_PATH,
+    '/usr/bin/chromium',
+    onPath('chromium'),
+    onPath('chromium-browser'),
+  ].find((c) => c && existsSync(c));
+}
+
+function run(command, args, options = {}) {
+  const result = spawnSync(command, args, { stdio: 'inherit', cwd: root, ...options });
+  if (result.error) throw result.error;
+  return result.status ?? 1;
+}
+
+function ensureNodeModules() {
+  const marker = join(root, 'node_modules', '.package-lock.json');
+  const probes = ['vitest', 'tsx', '@nats-io/transport-node', 'playwright-core', 'fastify'];
+  if (existsSync(marker) && probes.every((p) => existsSync(join(root, 'node_modules', p)))) return;
+  log('installing npm dependencies (npm ci)');
+  const status = run('npm', ['ci', '--no-audit', '--no-fund']);
+  if (status !== 0) {
+    log('npm ci failed; see above');
+    process.exit(status);
+  }
+}
+
+function ensureSystemPackages() {
+  const missing = [];
+  if (!process.env.NATS_URL && !findNatsServer()) missing.push('nats-server');
+  if (!findChromium()) missing.push('chromium');
+  if (missing.length === 0) return;
+  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
+  const hasApt = !!onPath('apt-get');
+  if (isRoot && hasApt) {
+    log(`installing ${missing.join(' and ')} from Debian's packages`);
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    if (
+      run('apt-get', ['update', '-qq'], { env }) !== 0 ||
+      run('apt-get', ['install', '-y', '-qq', ...missing, 'fonts-liberation'], { env }) !== 0
+    ) {
+      log(`could not install ${missing.join(', ')}`);
+      process.exit(1);
+    }
+    return;
+  }
+  log(`missing: ${missing.join(', ')}. Install with:`);
+  log(`  sudo apt-get update && sudo apt-get install -y ${missing.join(' ')} fonts-liberation`);
+  log('or point NATS_SERVER_BIN / NATS_URL and CHROMIUM_PATH at existing ones.');
+  process.exit(1);
+}
+
+function handOver(command, args) {
+  const child = spawn(command, args, {
+    stdio: 'inherit',
+    cwd: root,
+    env: { ...process.env, CHROMIUM_PATH: process.env.CHROMIUM_PATH ?? findChromium() },
+  });
+  // Ctrl-C reaches the whole foreground process group; the child handles it and we exit with its status.
+  for (const signal of ['SIGINT', 'SIGTERM']) process.on(signal, () => child.kill(signal));
+  child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
+}
+
+ensureNodeModules();
+ensureSystemPackages();
+const bin = (name) => join(root, 'node_modules', '.bin', name);
+switch (mode) {
+  case 'test':
+    handOver(bin('vitest'), ['run', ...rest]);
+    break;
+  case 'start':
+    handOver(bin('tsx'), [join(root, 'scripts', 'start.ts'), ...rest]);
+    break;
+  case 'bench':
+    handOver(bin('tsx'), [join(root, 'scripts', 'bench', `${rest[0] ?? 'pipeline'}.ts`), ...rest.slice(1)]);
+    break;
+  default:
+    log(`unknown mode ${mode}: use start, test or bench`);
+    process.exit(2);
+}

@@ -1,0 +1,115 @@
+import { z } from 'zod';
+import { StepError, StepOutput, StepSpec } from '../steps/stepSpec.js';
+
+const Iso = z.iso.datetime({ offset: true });
+const RobotRef = { robotId: z.string().min(1).max(200), epoch: z.number().int().positive() };
+
+export const BrowserOptions = z.strictObject({
+  viewport: z
+    .strictObject({
+      width: z.number().int().min(100).max(7_680),
+      height: z.number().int().min(100).max(4_320),
+    })
+    .optional(),
+  userAgent: z.string().min(1).max(1_000).optional(),
+  locale: z
+    .string()
+    .regex(/^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$/, 'must be a BCP 47 language tag such as en-US')
+    .optional(),
+});
+export type BrowserOptions = z.infer<typeof BrowserOptions>;
+
+export const Labels = z
+  .record(
+    z.string().regex(/^[A-Za-z0-9_.\-/]{1,63}$/, 'label names are 1-63 of A-Z a-z 0-9 _ . - /'),
+    z.string().max(256),
+  )
+  .refine((labels) => Object.keys(labels).length <= 32, { message: 'at most 32 labels' });
+
+/**
+ * The payload schema of every session event, per type, at its current schema version. An old version is
+ * upcast to this shape when read (see `upcasters`), never rewritten in the store.
+ */
+export const SessionEventData = {
+  SessionOpened: z.strictObject({
+    labels: Labels,
+    browser: BrowserOptions,
+    idleTimeoutMs: z.number().int().positive().nullable(),
+  }),
+  StepSubmitted: z.strictObject({ stepId: z.string(), seq: z.number().int().positive(), step: StepSpec }),
+  SessionClaimed: z.strictObject({ ...RobotRef, previousRobotId: z.string().nullable() }),
+  StepStarted: z.strictObject({
+    stepId: z.string(),
+    seq: z.number().int().positive(),
+    attempt: z.number().int().positive(),
+    ...RobotRef,
+  }),
+  StepSucceeded: z.strictObject({
+    stepId: z.string(),
+    seq: z.number().int().positive(),
+    attempt: z.number().int().positive(),
+    output: StepOutput,
+    durationMs: z.number().nonnegative(),
+    ...RobotRef,
+  }),
+  StepFailed: z.strictObject({
+    stepId: z.string(),
+    seq: z.number().int().positive(),
+    attempt: z.number().int().positive(),
+    error: StepError,
+    durationMs: z.number().nonnegative(),
+    ...RobotRef,
+  }),
+  SessionCloseRequested: z.strictObject({ reason: z.string().max(500).nullable() }),
+  SessionClosed: z.strictObject({ robotId: z.string().nullable(), epoch: z.number().int().nonnegative() }),
+} as const;
+
+export type SessionEventType = keyof typeof SessionEventData;
+export const SESSION_EVENT_TYPES = Object.keys(SessionEventData) as SessionEventType[];
+
+/** Current schema version of each event type's payload. */
+export const CURRENT_SCHEMA_VERSION: Record<SessionEventType, number> = {
+  SessionOpened: 1,
+  StepSubmitted: 1,
+  SessionClaimed: 1,
+  StepStarted: 1,
+  StepSucceeded: 1,
+  StepFailed: 1,
+  SessionCloseRequested: 1,
+  SessionClosed: 1,
+};
+
+/** A session event as the decider produces and folds it: a type and its typed payload. */
+export type SessionEvent = {
+  [K in SessionEventType]: { type: K; data: z.infer<(typeof SessionEventData)[K]> };
+}[SessionEventType];
+
+export type SessionEventOf<K extends SessionEventType> = Extract<SessionEvent, { type: K }>;
+
+/** Who issued the command that produced an event; never a credential. */
+export const Actor = z.strictObject({
+  kind: z.enum(['api-key', 'jwt', 'robot', 'system', 'anonymous']),
+  id: z.string().max(200),
+});
+export type Actor = z.infer<typeof Actor>;
+
+/** Metadata stored next to every session event: tenant, schema version, causation and audit. */
+export const SessionEventMetadata = z.strictObject({
+  schemaVersion: z.number().int().positive(),
+  tenantId: z.string().min(1),
+  sessionId: z.string().min(1),
+  occurredAt: Iso,
+  commandId: z.string().min(1),
+  commandType: z.string().min(1),
+  actor: Actor,
+  idempotencyKey: z.string().optional(),
+  requestHash: z.string().optional(),
+});
+export type SessionEventMetadata = z.infer<typeof SessionEventMetadata>;
+
+type Upcaster = (data: unknown) => unknown;
+/**
+ * Upcasters by event type, keyed by the version they upgrade *from*: `upcasters.X[1]` turns a v1 payload into v2.
+ * Old events stay readable forever by chaining these on read.
+ */
+export const upcasters: Partial<Record<SessionEventType, Record<number, Upcaster>>> = {};

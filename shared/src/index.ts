@@ -1,0 +1,18 @@
+export * from './errors.js';
+export * from './steps/stepSpec.js';
+export * from './events/sessionEvents.js';
+export * from './events/codec.js';
+export * from './commands/sessionCommands.js';
+export * from './session/decider.js';
+export * from './session/commandHandler.js';
+export * from './eventStore/port.js';
+export * from './eventStore/errors.js';
+export { InMemoryEventStore } from './eventStore/memory.js';
+export { validateAppend, isValidStreamId } from './eventStore/validation.js';
+export * from './nats/connection.js';
+export * from './nats/topology.js';
+export * from './nats/messages.js';
+export * from './readModel/sessionDocument.js';
+export * from './config/env.js';
+export * from './logging/logger.js';
+export * from './metrics/metrics.js';

@@ -1,0 +1,57 @@
+import { z } from 'zod';
+import { SchemaError } from '../errors.js';
+import { BrowserOptions, Labels } from '../events/sessionEvents.js';
+import { StepSpec } from '../steps/stepSpec.js';
+
+/** A session waiting for a robot: published on the assign subject when the session opens. */
+export const AssignmentMessage = z.strictObject({
+  v: z.literal(1),
+  sessionId: z.string(),
+  tenantId: z.string(),
+  labels: Labels,
+  browser: BrowserOptions,
+  openedAt: z.string(),
+});
+export type AssignmentMessage = z.infer<typeof AssignmentMessage>;
+
+/** Work on one session's subject, consumed in order by the session's owner. */
+export const SessionWorkMessage = z.discriminatedUnion('kind', [
+  z.strictObject({
+    v: z.literal(1),
+    kind: z.literal('step'),
+    sessionId: z.string(),
+    tenantId: z.string(),
+    stepId: z.string(),
+    seq: z.number().int().positive(),
+    step: StepSpec,
+  }),
+  z.strictObject({ v: z.literal(1), kind: z.literal('close'), sessionId: z.string(), tenantId: z.string() }),
+]);
+export type SessionWorkMessage = z.infer<typeof SessionWorkMessage>;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Serialises a message after checking it against its schema. */
+export function encodeMessage<S extends z.ZodType>(schema: S, value: z.input<S>): Uint8Array {
+  return encoder.encode(JSON.stringify(schema.parse(value)));
+}
+
+/** Parses and validates a message body; throws SchemaError naming the bad fields. */
+export function decodeMessage<S extends z.ZodType>(schema: S, data: Uint8Array): z.infer<S> {
+  let json: unknown;
+  try {
+    json = JSON.parse(decoder.decode(data));
+  } catch (error) {
+    throw new SchemaError(`message is not JSON: ${(error as Error).message}`, []);
+  }
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => ({ path: i.path.join('.'), message: i.message }));
+    throw new SchemaError(
+      `invalid message: ${issues.map((i) => `${i.path}: ${i.message}`).join('; ')}`,
+      issues,
+    );
+  }
+  return parsed.data;
+}

@@ -1,0 +1,148 @@
+import type { SessionCommand } from '../commands/sessionCommands.js';
+import type { SessionEvent } from '../events/sessionEvents.js';
+import type { SessionState } from './state.js';
+
+/** Why a command was refused; each code maps to one HTTP status at the edge. */
+export type RejectionCode =
+  | 'SESSION_NOT_FOUND'
+  | 'SESSION_EXISTS'
+  | 'ILLEGAL_TRANSITION'
+  | 'STALE_EPOCH'
+  | 'STEP_NOT_FOUND'
+  | 'IDEMPOTENCY_MISMATCH'
+  | 'SESSION_STEP_LIMIT';
+
+export interface Rejection {
+  code: RejectionCode;
+  message: string;
+}
+
+export type Decision = { ok: true; events: SessionEvent[] } | { ok: false; rejection: Rejection };
+
+/** Most steps one session may ever hold. */
+export const MAX_STEPS_PER_SESSION = 10_000;
+
+const accept = (events: SessionEvent[]): Decision => ({ ok: true, events });
+const reject = (code: RejectionCode, message: string): Decision => ({
+  ok: false,
+  rejection: { code, message },
+});
+
+function assertNever(x: never): never {
+  throw new TypeError(`unhandled command ${JSON.stringify(x)}`);
+}
+
+/**
+ * Decides what a command means for a session: the events to append, none (a duplicate of something already
+ * decided), or a rejection. Pure: ids and time arrive on the command.
+ */
+export function decide(command: SessionCommand, state: SessionState): Decision {
+  if (command.type === 'OpenSession') {
+    if (state.status === 'none') {
+      return accept([
+        {
+          type: 'SessionOpened',
+          data: { labels: command.labels, browser: command.browser, idleTimeoutMs: command.idleTimeoutMs },
+        },
+      ]);
+    }
+    const key = command.idempotency?.key;
+    if (key && state.tenantId === command.tenantId && state.openedWith.idempotencyKey === key) {
+      return state.openedWith.requestHash === command.idempotency!.requestHash
+        ? accept([])
+        : reject('IDEMPOTENCY_MISMATCH', 'this Idempotency-Key was first used with a different request body');
+    }
+    return reject('SESSION_EXISTS', `session ${command.sessionId} already exists`);
+  }
+
+  // Every other command needs a session of the same tenant; another tenant's session does not exist for it.
+  if (state.status === 'none' || state.tenantId !== command.tenantId) {
+    return reject('SESSION_NOT_FOUND', `session ${command.sessionId} not found`);
+  }
+
+  switch (command.type) {
+    case 'SubmitSteps': {
+      const key = command.idempotency?.key;
+      const prior = key ? state.submissions[key] : undefined;
+      if (prior) {
+        return prior.requestHash === command.idempotency!.requestHash
+          ? accept([])
+          : reject(
+              'IDEMPOTENCY_MISMATCH',
+              'this Idempotency-Key was first used with a different request body',
+            );
+      }
+      if (command.steps.length > 0 && command.steps.every((s) => state.steps[s.stepId])) return accept([]);
+      if (state.status !== 'open')
+        return reject('ILLEGAL_TRANSITION', `session is ${state.status}: it takes no more steps`);
+      if (state.order.length + command.steps.length > MAX_STEPS_PER_SESSION) {
+        return reject('SESSION_STEP_LIMIT', `a session holds at most ${MAX_STEPS_PER_SESSION} steps`);
+      }
+      return accept(
+        command.steps.map((s, i) => ({
+          type: 'StepSubmitted' as const,
+          data: { stepId: s.stepId, seq: state.lastSeq + i + 1, step: s.step },
+        })),
+      );
+    }
+    case 'RequestClose':
+      if (state.status !== 'open') return accept([]);
+      return accept([{ type: 'SessionCloseRequested', data: { reason: command.reason } }]);
+    case 'ClaimSession':
+      if (state.status === 'closed') return reject('ILLEGAL_TRANSITION', 'session is closed');
+      if (state.owner?.robotId === command.robotId) return accept([]);
+      return accept([
+        {
+          type: 'SessionClaimed',
+          data: {
+            robotId: command.robotId,
+            epoch: state.epoch + 1,
+            previousRobotId: state.owner?.robotId ?? null,
+          },
+        },
+      ]);
+    case 'StartStep':
+    case 'CompleteStep':
+    case 'ConfirmClose': {
+      if (state.owner === null || state.owner.robotId !== command.robotId || command.epoch !== state.epoch) {
+        return reject(
+          'STALE_EPOCH',
+          `robot ${command.robotId} at epoch ${command.epoch} does not own the session (epoch ${state.epoch})`,
+        );
+      }
+      if (command.type === 'ConfirmClose') {
+        if (state.status === 'closed') return accept([]);
+        if (state.status !== 'closing') return reject('ILLEGAL_TRANSITION', 'session was not asked to close');
+        return accept([{ type: 'SessionClosed', data: { robotId: command.robotId, epoch: command.epoch } }]);
+      }
+      const step = state.steps[command.stepId];
+      if (!step) return reject('STEP_NOT_FOUND', `step ${command.stepId} not found`);
+      if (step.status === 'succeeded' || step.status === 'failed') return accept([]);
+      if (state.status === 'closed') return reject('ILLEGAL_TRANSITION', 'session is closed');
+      const ref = {
+        stepId: step.stepId,
+        seq: step.seq,
+        attempt: command.attempt,
+        robotId: command.robotId,
+        epoch: command.epoch,
+      };
+      if (command.type === 'StartStep') {
+        if (step.status === 'running' && step.attempts >= command.attempt) return accept([]);
+        return accept([{ type: 'StepStarted', data: ref }]);
+      }
+      return accept([
+        command.outcome.status === 'succeeded'
+          ? {
+              type: 'StepSucceeded',
+              data: { ...ref, output: command.outcome.output, durationMs: command.durationMs },
+            }
+          : {
+              type: 'StepFailed',
+              data: { ...ref, error: command.outcome.error, durationMs: command.durationMs },
+            },
+      ]);
+    }
+    default:
+      return assertNever(command);
+  }
+}

@@ -1,0 +1,16 @@
+export {
+  decide,
+  MAX_STEPS_PER_SESSION,
+  type Decision,
+  type Rejection,
+  type RejectionCode,
+} from './decide.js';
+export { evolve } from './evolve.js';
+export {
+  initialState,
+  type SessionState,
+  type SessionStatus,
+  type StepState,
+  type StepStatus,
+  type Owner,
+} from './state.js';
