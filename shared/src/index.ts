@@ -16,3 +16,6 @@ export * from './readModel/sessionDocument.js';
 export * from './config/env.js';
 export * from './logging/logger.js';
 export * from './metrics/metrics.js';
+export * from './http/ops.js';
+export * from './lifecycle.js';
+export * from './eventStore/factory.js';

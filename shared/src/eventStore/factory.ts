@@ -1,0 +1,27 @@
+import { z } from 'zod';
+import type { NatsConnection } from '@nats-io/transport-node';
+import { ConfigError } from '../errors.js';
+import type { Logger } from '../logging/logger.js';
+import type { Topology } from '../nats/topology.js';
+import type { EventStore } from './port.js';
+
+/** Which event store a service talks to, from EVENT_STORE (and KURRENTDB_URL for KurrentDB). */
+export const EventStoreEnv = {
+  EVENT_STORE: z.enum(['jetstream', 'kurrentdb']).default('jetstream'),
+  KURRENTDB_URL: z.string().optional(),
+};
+
+/** Opens the configured event store. JetStream reuses the service's NATS connection. */
+export async function openEventStore(
+  config: { EVENT_STORE: 'jetstream' | 'kurrentdb'; KURRENTDB_URL?: string | undefined },
+  deps: { nc: NatsConnection; topology: Topology; logger: Logger },
+): Promise<EventStore> {
+  switch (config.EVENT_STORE) {
+    case 'jetstream': {
+      const { JetStreamEventStore } = await import('./jetstream.js');
+      return JetStreamEventStore.create(deps.nc, deps.topology, { logger: deps.logger });
+    }
+    case 'kurrentdb':
+      throw new ConfigError('EVENT_STORE: kurrentdb is not available in this build yet; use jetstream');
+  }
+}
