@@ -19,3 +19,5 @@ export * from './metrics/metrics.js';
 export * from './http/ops.js';
 export * from './lifecycle.js';
 export * from './eventStore/factory.js';
+export * from './http/errorHandler.js';
+export * from './http/auth.js';

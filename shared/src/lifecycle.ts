@@ -4,7 +4,11 @@ import type { Logger } from './logging/logger.js';
  * Runs `shutdown` once on SIGTERM or SIGINT, then exits; a second signal, or a shutdown slower than the grace
  * period, exits at once. Only entry files call this.
  */
-export function installShutdown(logger: Logger, shutdown: (signal: string) => Promise<void>, graceMs = 25_000): void {
+export function installShutdown(
+  logger: Logger,
+  shutdown: (signal: string) => Promise<void>,
+  graceMs = 25_000,
+): void {
   let stopping = false;
   const onSignal = (signal: NodeJS.Signals) => {
     if (stopping) {
@@ -37,7 +41,10 @@ export function installShutdown(logger: Logger, shutdown: (signal: string) => Pr
  * Closes each resource in order and keeps going when one fails, so that one broken dependency never leaves the
  * others open. Rethrows the first failure at the end.
  */
-export async function closeAll(steps: Array<[string, () => Promise<unknown> | unknown]>, logger?: Logger): Promise<void> {
+export async function closeAll(
+  steps: Array<[string, () => Promise<unknown> | unknown]>,
+  logger?: Logger,
+): Promise<void> {
   let first: unknown;
   for (const [name, step] of steps) {
     try {

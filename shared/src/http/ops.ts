@@ -11,7 +11,10 @@ export interface ReadinessCheck {
  * Registers the operational routes every service exposes: `/healthz` (the process is alive), `/readyz` (each
  * dependency answers, within a deadline) and `/metrics` (Prometheus text). They carry no tenant data.
  */
-export function registerOpsRoutes(app: FastifyInstance, options: { registry: Registry; checks: ReadinessCheck[]; timeoutMs?: number }): void {
+export function registerOpsRoutes(
+  app: FastifyInstance,
+  options: { registry: Registry; checks: ReadinessCheck[]; timeoutMs?: number },
+): void {
   const timeoutMs = options.timeoutMs ?? 2_000;
   app.get('/healthz', { config: { ops: true } }, async () => ({ status: 'ok' }));
   app.get('/readyz', { config: { ops: true } }, async (_request, reply) => {
