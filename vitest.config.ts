@@ -8,6 +8,7 @@ export default defineConfig({
       {
         test: {
           name: 'unit',
+          sequence: { groupOrder: 0 },
           include: [
             'shared/src/**/*.unit.test.ts',
             'services/*/src/**/*.unit.test.ts',
@@ -19,6 +20,7 @@ export default defineConfig({
       {
         test: {
           name: 'int',
+          sequence: { groupOrder: 1 },
           include: [
             'shared/src/**/*.int.test.ts',
             'services/*/src/**/*.int.test.ts',
@@ -33,6 +35,7 @@ export default defineConfig({
       {
         test: {
           name: 'e2e',
+          sequence: { groupOrder: 2 },
           include: ['test/**/*.e2e.test.ts'],
           testTimeout: 180_000,
           hookTimeout: 180_000,
