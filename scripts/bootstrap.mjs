@@ -50,10 +50,12 @@ function ensureNodeModules() {
   const marker = join(root, 'node_modules', '.package-lock.json');
   const probes = ['vitest', 'tsx', '@nats-io/transport-node', 'playwright-core', 'fastify'];
   if (existsSync(marker) && probes.every((p) => existsSync(join(root, 'node_modules', p)))) return;
-  log('installing npm dependencies (npm ci)');
-  const status = run('npm', ['ci', '--no-audit', '--no-fund']);
+  // `npm install` rather than `npm ci`: it follows package-lock.json just the same, and unlike `npm ci` it accepts
+  // a lock that lacks optional platform packages some registries do not carry (rollup's native builds).
+  log('installing npm dependencies (npm install, following package-lock.json)');
+  const status = run('npm', ['install', '--no-audit', '--no-fund']);
   if (status !== 0) {
-    log('npm ci failed; see above');
+    log('npm install failed; see above');
     process.exit(status);
   }
 }

@@ -37,20 +37,19 @@ const REJECTION_STATUS: Record<RejectionCode, number> = {
  */
 export function registerErrorHandler(app: FastifyInstance): void {
   app.setNotFoundHandler((request, reply) => {
-    reply
-      .code(404)
-      .send({
-        error: {
-          code: 'ROUTE_NOT_FOUND',
-          message: `no route ${request.method} ${request.url.split('?')[0]}`,
-        },
-      });
+    reply.code(404).send({
+      error: {
+        code: 'ROUTE_NOT_FOUND',
+        message: `no route ${request.method} ${request.url.split('?')[0]}`,
+      },
+    });
   });
   app.setErrorHandler((error: FastifyError | Error, request, reply) => {
     if (hasZodFastifySchemaValidationErrors(error)) {
       const where = error.validationContext ?? 'request';
       const details = error.validation.map((v) => ({
-        field: `${where}${v.instancePath ? v.instancePath.replaceAll('/', '.') : ''}`,
+        // An issue on the whole object (an unknown key, say) has the path "/": name the object, not "body.".
+        field: [where, ...(v.instancePath ?? '').split('/').filter(Boolean)].join('.'),
         message: v.message ?? 'invalid',
       }));
       return reply.code(400).send({
@@ -62,11 +61,9 @@ export function registerErrorHandler(app: FastifyInstance): void {
       } satisfies ErrorBody);
     }
     if (error instanceof CommandRejectedError) {
-      return reply
-        .code(REJECTION_STATUS[error.rejection.code])
-        .send({
-          error: { code: error.rejection.code, message: error.rejection.message },
-        } satisfies ErrorBody);
+      return reply.code(REJECTION_STATUS[error.rejection.code]).send({
+        error: { code: error.rejection.code, message: error.rejection.message },
+      } satisfies ErrorBody);
     }
     if (error instanceof HttpError) {
       return reply
@@ -80,13 +77,11 @@ export function registerErrorHandler(app: FastifyInstance): void {
     }
     request.log.error({ err: error }, 'request failed');
     const code = error instanceof RpaError && error.code === 'EVENT_STORE_UNAVAILABLE' ? 503 : 500;
-    return reply
-      .code(code)
-      .send({
-        error: {
-          code: code === 503 ? 'UNAVAILABLE' : 'INTERNAL',
-          message: code === 503 ? 'a dependency is unavailable; retry' : 'internal error',
-        },
-      });
+    return reply.code(code).send({
+      error: {
+        code: code === 503 ? 'UNAVAILABLE' : 'INTERNAL',
+        message: code === 503 ? 'a dependency is unavailable; retry' : 'internal error',
+      },
+    });
   });
 }

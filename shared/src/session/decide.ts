@@ -72,14 +72,22 @@ export function decide(command: SessionCommand, state: SessionState): Decision {
               'this Idempotency-Key was first used with a different request body',
             );
       }
-      if (command.steps.length > 0 && command.steps.every((s) => state.steps[s.stepId])) return accept([]);
+      // A step id already in the stream (or twice in one command) is a retry: emitting it again would store a
+      // duplicate StepSubmitted and leave a gap in the seqs, so only unseen ids are submitted.
+      const seen = new Set<string>();
+      const fresh = command.steps.filter((s) => {
+        if (state.steps[s.stepId] || seen.has(s.stepId)) return false;
+        seen.add(s.stepId);
+        return true;
+      });
+      if (command.steps.length > 0 && fresh.length === 0) return accept([]);
       if (state.status !== 'open')
         return reject('ILLEGAL_TRANSITION', `session is ${state.status}: it takes no more steps`);
-      if (state.order.length + command.steps.length > MAX_STEPS_PER_SESSION) {
+      if (state.order.length + fresh.length > MAX_STEPS_PER_SESSION) {
         return reject('SESSION_STEP_LIMIT', `a session holds at most ${MAX_STEPS_PER_SESSION} steps`);
       }
       return accept(
-        command.steps.map((s, i) => ({
+        fresh.map((s, i) => ({
           type: 'StepSubmitted' as const,
           data: { stepId: s.stepId, seq: state.lastSeq + i + 1, step: s.step },
         })),

@@ -1,55 +1,593 @@
 import { describe, expect, it } from 'vitest';
-import type { SessionCommand } from '../commands/sessionCommands.js';
-import type { SessionEvent } from '../events/sessionEvents.js';
-import { decide } from './decide.js';
+import type {
+  ClaimSession,
+  CompleteStep,
+  ConfirmClose,
+  OpenSession,
+  RequestClose,
+  SessionCommand,
+  StartStep,
+  SubmitSteps,
+} from '../commands/sessionCommands.js';
+import type { SessionEvent, SessionEventMetadata } from '../events/sessionEvents.js';
+import type { StepSpec } from '../steps/stepSpec.js';
+import { decide, MAX_STEPS_PER_SESSION, type RejectionCode } from './decide.js';
 import { evolve } from './evolve.js';
 import { initialState, type SessionState } from './state.js';
 
-const base = {
-  sessionId: 's1',
-  tenantId: 't1',
-  at: '2026-01-01T00:00:00.000Z',
-  actor: { kind: 'system', id: 'test' },
-} as const;
-const meta = { sessionId: 's1', tenantId: 't1' };
+// Given/when/then over the pure decider: `given` folds past events, `when` decides a command, `then*` checks
+// the decision. Events and commands are built by the small factories below so each case reads as a sentence.
 
-function given(events: SessionEvent[]): SessionState {
-  return events.reduce((s, e) => evolve(s, e, meta), initialState());
+const SESSION = 's1';
+const TENANT = 't1';
+type Meta = Pick<SessionEventMetadata, 'sessionId' | 'tenantId' | 'idempotencyKey' | 'requestHash'>;
+type Given = SessionEvent | { event: SessionEvent; meta: Partial<Meta> };
+
+function fold(history: Given[]): SessionState {
+  return history.reduce<SessionState>((state, item) => {
+    const { event, meta } = 'type' in item ? { event: item, meta: {} } : item;
+    return evolve(state, event, { sessionId: SESSION, tenantId: TENANT, ...meta });
+  }, initialState());
 }
 
-const opened: SessionEvent = {
-  type: 'SessionOpened',
-  data: { labels: {}, browser: {}, idleTimeoutMs: null },
-};
-const open: SessionCommand = {
-  ...base,
-  type: 'OpenSession',
-  commandId: 'c1',
-  labels: {},
-  browser: {},
-  idleTimeoutMs: null,
-};
+function given(history: Given[] | SessionState) {
+  const state = Array.isArray(history) ? fold(history) : history;
+  return {
+    when(command: SessionCommand) {
+      const decision = decide(command, state);
+      return {
+        then(expected: SessionEvent[]) {
+          expect(decision).toEqual({ ok: true, events: expected });
+        },
+        thenNothingHappens() {
+          expect(decision).toEqual({ ok: true, events: [] });
+        },
+        thenRejects(code: RejectionCode) {
+          expect(decision.ok ? decision.events : decision.rejection.code).toEqual(code);
+          if (!decision.ok) expect(decision.rejection.message).not.toBe('');
+        },
+      };
+    },
+  };
+}
 
-describe('decide', () => {
-  it('given no events, when opening, then SessionOpened', () => {
-    expect(decide(open, initialState())).toEqual({ ok: true, events: [opened] });
+// --- commands ---
+const base = (tenantId = TENANT) =>
+  ({
+    sessionId: SESSION,
+    tenantId,
+    at: '2026-01-01T00:00:00.000Z',
+    actor: { kind: 'system', id: 'test' },
+    commandId: 'cmd',
+  }) as const;
+
+const open = (over: Partial<OpenSession> = {}): OpenSession => ({
+  ...base(),
+  type: 'OpenSession',
+  labels: { team: 'billing' },
+  browser: { locale: 'en-US' },
+  idleTimeoutMs: 60_000,
+  ...over,
+});
+const click = (selector = '#go'): StepSpec => ({ action: 'click', selector });
+const submit = (stepIds: string[], over: Partial<SubmitSteps> = {}): SubmitSteps => ({
+  ...base(),
+  type: 'SubmitSteps',
+  steps: stepIds.map((stepId) => ({ stepId, step: click(`#${stepId}`) })),
+  ...over,
+});
+const requestClose = (over: Partial<RequestClose> = {}): RequestClose => ({
+  ...base(),
+  type: 'RequestClose',
+  reason: 'done',
+  ...over,
+});
+const claim = (robotId: string, over: Partial<ClaimSession> = {}): ClaimSession => ({
+  ...base(),
+  type: 'ClaimSession',
+  robotId,
+  ...over,
+});
+const start = (robotId: string, epoch: number, stepId: string, attempt = 1): StartStep => ({
+  ...base(),
+  type: 'StartStep',
+  robotId,
+  epoch,
+  stepId,
+  attempt,
+});
+const succeed = (robotId: string, epoch: number, stepId: string, attempt = 1): CompleteStep => ({
+  ...base(),
+  type: 'CompleteStep',
+  robotId,
+  epoch,
+  stepId,
+  attempt,
+  durationMs: 12,
+  outcome: { status: 'succeeded', output: { kind: 'none' } },
+});
+const fail = (robotId: string, epoch: number, stepId: string, attempt = 1): CompleteStep => ({
+  ...succeed(robotId, epoch, stepId, attempt),
+  outcome: { status: 'failed', error: { code: 'TIMEOUT', message: 'no #go within 15s' } },
+});
+const confirmClose = (robotId: string, epoch: number): ConfirmClose => ({
+  ...base(),
+  type: 'ConfirmClose',
+  robotId,
+  epoch,
+});
+
+// --- events ---
+const opened = (over: Partial<Meta> = {}): Given => ({
+  event: {
+    type: 'SessionOpened',
+    data: { labels: { team: 'billing' }, browser: { locale: 'en-US' }, idleTimeoutMs: 60_000 },
+  },
+  meta: over,
+});
+const submitted = (stepId: string, seq: number, meta: Partial<Meta> = {}): Given => ({
+  event: { type: 'StepSubmitted', data: { stepId, seq, step: click(`#${stepId}`) } },
+  meta,
+});
+const claimed = (robotId: string, epoch: number, previousRobotId: string | null = null): SessionEvent => ({
+  type: 'SessionClaimed',
+  data: { robotId, epoch, previousRobotId },
+});
+const ref = (robotId: string, epoch: number, stepId: string, seq: number, attempt = 1) => ({
+  stepId,
+  seq,
+  attempt,
+  robotId,
+  epoch,
+});
+const started = (robotId: string, epoch: number, stepId: string, seq: number, attempt = 1): SessionEvent => ({
+  type: 'StepStarted',
+  data: ref(robotId, epoch, stepId, seq, attempt),
+});
+const succeeded = (robotId: string, epoch: number, stepId: string, seq: number): SessionEvent => ({
+  type: 'StepSucceeded',
+  data: { ...ref(robotId, epoch, stepId, seq), output: { kind: 'none' }, durationMs: 12 },
+});
+const failed = (robotId: string, epoch: number, stepId: string, seq: number): SessionEvent => ({
+  type: 'StepFailed',
+  data: {
+    ...ref(robotId, epoch, stepId, seq),
+    error: { code: 'TIMEOUT', message: 'no #go within 15s' },
+    durationMs: 12,
+  },
+});
+const closeRequested: SessionEvent = { type: 'SessionCloseRequested', data: { reason: 'done' } };
+const closed = (robotId: string, epoch: number): SessionEvent => ({
+  type: 'SessionClosed',
+  data: { robotId, epoch },
+});
+
+const openWithSteps: Given[] = [opened(), submitted('a', 1), submitted('b', 2)];
+const ownedByR1: Given[] = [...openWithSteps, claimed('r1', 1)];
+
+describe('OpenSession', () => {
+  it('given no events, when opening, then SessionOpened carries labels, browser and idle timeout', () => {
+    given([])
+      .when(open())
+      .then([
+        {
+          type: 'SessionOpened',
+          data: { labels: { team: 'billing' }, browser: { locale: 'en-US' }, idleTimeoutMs: 60_000 },
+        },
+      ]);
   });
 
-  it('given an open session, when submitting steps, then they get consecutive seqs', () => {
-    const decision = decide(
-      {
-        ...base,
-        type: 'SubmitSteps',
-        commandId: 'c2',
-        steps: [
-          { stepId: 'a', step: { action: 'click', selector: '#x' } },
-          { stepId: 'b', step: { action: 'extractText', selector: 'h1' } },
-        ],
-      },
-      given([opened]),
-    );
-    expect(decision.ok && decision.events.map((e) => e.type === 'StepSubmitted' && e.data.seq)).toEqual([
-      1, 2,
-    ]);
+  it('given an open session, when opening it again, then SESSION_EXISTS', () => {
+    given([opened()]).when(open()).thenRejects('SESSION_EXISTS');
+  });
+
+  it('given a closed session, when opening it again, then SESSION_EXISTS', () => {
+    given([...ownedByR1, closeRequested, closed('r1', 1)])
+      .when(open())
+      .thenRejects('SESSION_EXISTS');
+  });
+
+  describe('with an Idempotency-Key', () => {
+    const keyed = opened({ idempotencyKey: 'k1', requestHash: 'h1' });
+
+    it('given a session opened with the key, when the same key and hash come again, then nothing happens', () => {
+      given([keyed])
+        .when(open({ idempotency: { key: 'k1', requestHash: 'h1' } }))
+        .thenNothingHappens();
+    });
+
+    it('given a session opened with the key, when it has moved on, then a repeat still decides to nothing', () => {
+      given([keyed, submitted('a', 1), closeRequested])
+        .when(open({ idempotency: { key: 'k1', requestHash: 'h1' } }))
+        .thenNothingHappens();
+    });
+
+    it('given a session opened with the key, when the key comes with another hash, then IDEMPOTENCY_MISMATCH', () => {
+      given([keyed])
+        .when(open({ idempotency: { key: 'k1', requestHash: 'other' } }))
+        .thenRejects('IDEMPOTENCY_MISMATCH');
+    });
+
+    it('given a session opened with the key, when another key comes, then SESSION_EXISTS', () => {
+      given([keyed])
+        .when(open({ idempotency: { key: 'k2', requestHash: 'h1' } }))
+        .thenRejects('SESSION_EXISTS');
+    });
+
+    it('given a session opened without a key, when a key comes, then SESSION_EXISTS', () => {
+      given([opened()])
+        .when(open({ idempotency: { key: 'k1', requestHash: 'h1' } }))
+        .thenRejects('SESSION_EXISTS');
+    });
+
+    it("given another tenant's session opened with the key, when the key comes, then SESSION_EXISTS", () => {
+      given([keyed])
+        .when(open({ ...base('t2'), idempotency: { key: 'k1', requestHash: 'h1' } }))
+        .thenRejects('SESSION_EXISTS');
+    });
+  });
+});
+
+describe('SubmitSteps', () => {
+  it('given an open session, when submitting, then StepSubmitted events carry consecutive seqs from 1', () => {
+    given([opened()])
+      .when(submit(['a', 'b']))
+      .then([
+        { type: 'StepSubmitted', data: { stepId: 'a', seq: 1, step: click('#a') } },
+        { type: 'StepSubmitted', data: { stepId: 'b', seq: 2, step: click('#b') } },
+      ]);
+  });
+
+  it('given earlier submissions, when submitting more, then the seqs continue where they stopped', () => {
+    given(openWithSteps)
+      .when(submit(['c', 'd']))
+      .then([
+        { type: 'StepSubmitted', data: { stepId: 'c', seq: 3, step: click('#c') } },
+        { type: 'StepSubmitted', data: { stepId: 'd', seq: 4, step: click('#d') } },
+      ]);
+  });
+
+  it('given submitted steps, when the same step ids come again, then nothing happens', () => {
+    given(openWithSteps)
+      .when(submit(['a', 'b']))
+      .thenNothingHappens();
+  });
+
+  it('given a closed session, when already-submitted step ids come again, then nothing happens (a retry)', () => {
+    given([...ownedByR1, closeRequested, closed('r1', 1)])
+      .when(submit(['b']))
+      .thenNothingHappens();
+  });
+
+  it('given submitted steps, when a command mixes known and new ids, then only the new ones are submitted, seqs without gap', () => {
+    given(openWithSteps)
+      .when(submit(['b', 'c']))
+      .then([{ type: 'StepSubmitted', data: { stepId: 'c', seq: 3, step: click('#c') } }]);
+  });
+
+  it('given an open session, when one command repeats a step id, then the step is submitted once', () => {
+    given([opened()])
+      .when(submit(['a', 'a', 'b']))
+      .then([
+        { type: 'StepSubmitted', data: { stepId: 'a', seq: 1, step: click('#a') } },
+        { type: 'StepSubmitted', data: { stepId: 'b', seq: 2, step: click('#b') } },
+      ]);
+  });
+
+  describe('with an Idempotency-Key', () => {
+    const keyedHistory: Given[] = [
+      opened(),
+      submitted('a', 1, { idempotencyKey: 'k1', requestHash: 'h1' }),
+      submitted('b', 2, { idempotencyKey: 'k1', requestHash: 'h1' }),
+    ];
+
+    it('given a keyed submission, when the same key and hash come again, then nothing happens', () => {
+      given(keyedHistory)
+        .when(submit(['x', 'y'], { idempotency: { key: 'k1', requestHash: 'h1' } }))
+        .thenNothingHappens();
+    });
+
+    it('given a keyed submission, when the key comes with another hash, then IDEMPOTENCY_MISMATCH', () => {
+      given(keyedHistory)
+        .when(submit(['x'], { idempotency: { key: 'k1', requestHash: 'h2' } }))
+        .thenRejects('IDEMPOTENCY_MISMATCH');
+    });
+
+    it('given a keyed submission and a close request, when the submission is retried, then nothing happens', () => {
+      given([...keyedHistory, closeRequested])
+        .when(submit(['a', 'b'], { idempotency: { key: 'k1', requestHash: 'h1' } }))
+        .thenNothingHappens();
+    });
+
+    it('given a keyed submission, when a new key comes, then its steps are submitted after the others', () => {
+      given(keyedHistory)
+        .when(submit(['c'], { idempotency: { key: 'k2', requestHash: 'h1' } }))
+        .then([{ type: 'StepSubmitted', data: { stepId: 'c', seq: 3, step: click('#c') } }]);
+    });
+  });
+
+  it('given a closing session, when submitting new steps, then ILLEGAL_TRANSITION', () => {
+    given([...openWithSteps, closeRequested])
+      .when(submit(['c']))
+      .thenRejects('ILLEGAL_TRANSITION');
+  });
+
+  it('given a closed session, when submitting new steps, then ILLEGAL_TRANSITION', () => {
+    given([...ownedByR1, closeRequested, closed('r1', 1)])
+      .when(submit(['c']))
+      .thenRejects('ILLEGAL_TRANSITION');
+  });
+
+  describe('the step limit', () => {
+    // Folding 10,000 events only to reach the limit would dominate the suite; the limit reads `order` alone.
+    const nearlyFull = (): SessionState => {
+      const state = fold([opened()]);
+      if (state.status !== 'open') throw new TypeError('expected an open session');
+      const count = MAX_STEPS_PER_SESSION - 1;
+      return { ...state, order: Array.from({ length: count }, (_, i) => `s${i}`), lastSeq: count };
+    };
+
+    it('given one free slot, when submitting one step, then it is accepted', () => {
+      const decision = decide(submit(['last']), nearlyFull());
+      expect(decision).toMatchObject({
+        ok: true,
+        events: [{ type: 'StepSubmitted', data: { seq: MAX_STEPS_PER_SESSION } }],
+      });
+    });
+
+    it('given one free slot, when submitting two steps, then SESSION_STEP_LIMIT', () => {
+      given(nearlyFull())
+        .when(submit(['x', 'y']))
+        .thenRejects('SESSION_STEP_LIMIT');
+    });
+  });
+});
+
+describe('every command but OpenSession needs a session of the same tenant', () => {
+  const commands: SessionCommand[] = [
+    submit(['a']),
+    requestClose(),
+    claim('r1'),
+    start('r1', 1, 'a'),
+    succeed('r1', 1, 'a'),
+    confirmClose('r1', 1),
+  ];
+
+  it.each(commands.map((c) => [c.type, c] as const))(
+    'given no session, when %s, then SESSION_NOT_FOUND',
+    (_type, command) => {
+      given([]).when(command).thenRejects('SESSION_NOT_FOUND');
+    },
+  );
+
+  it.each(commands.map((c) => [c.type, { ...c, tenantId: 't2' }] as const))(
+    "given another tenant's session, when %s, then SESSION_NOT_FOUND",
+    (_type, command) => {
+      given([...ownedByR1, closeRequested])
+        .when(command)
+        .thenRejects('SESSION_NOT_FOUND');
+    },
+  );
+});
+
+describe('RequestClose', () => {
+  it('given an open session, when closing, then SessionCloseRequested with the reason', () => {
+    given([opened()])
+      .when(requestClose({ reason: 'finished' }))
+      .then([{ type: 'SessionCloseRequested', data: { reason: 'finished' } }]);
+  });
+
+  it('given a closing session, when closing again, then nothing happens', () => {
+    given([opened(), closeRequested]).when(requestClose()).thenNothingHappens();
+  });
+
+  it('given a closed session, when closing again, then nothing happens', () => {
+    given([...ownedByR1, closeRequested, closed('r1', 1)])
+      .when(requestClose())
+      .thenNothingHappens();
+  });
+});
+
+describe('ClaimSession', () => {
+  it('given an unclaimed session, when a robot claims it, then SessionClaimed at epoch 1 with no previous robot', () => {
+    given(openWithSteps)
+      .when(claim('r1'))
+      .then([claimed('r1', 1, null)]);
+  });
+
+  it('given a session owned by r1, when r2 claims it, then the epoch goes up and r1 is named as previous owner', () => {
+    given(ownedByR1)
+      .when(claim('r2'))
+      .then([claimed('r2', 2, 'r1')]);
+  });
+
+  it('given a session owned by r1, when r1 claims it again, then nothing happens', () => {
+    given(ownedByR1).when(claim('r1')).thenNothingHappens();
+  });
+
+  it('given a closing session, when a new robot claims it, then the claim lands (someone must confirm the close)', () => {
+    given([...ownedByR1, closeRequested])
+      .when(claim('r2'))
+      .then([claimed('r2', 2, 'r1')]);
+  });
+
+  it('given a closed session, when a robot claims it, then ILLEGAL_TRANSITION', () => {
+    given([...ownedByR1, closeRequested, closed('r1', 1)])
+      .when(claim('r2'))
+      .thenRejects('ILLEGAL_TRANSITION');
+  });
+});
+
+describe('robot reports are fenced by owner and epoch', () => {
+  const takenOver: Given[] = [...ownedByR1, claimed('r2', 2, 'r1')];
+  const reports = (robotId: string, epoch: number): SessionCommand[] => [
+    start(robotId, epoch, 'a'),
+    succeed(robotId, epoch, 'a'),
+    confirmClose(robotId, epoch),
+  ];
+
+  it.each(reports('r1', 1).map((c) => [c.type, c] as const))(
+    'given r2 took the session over, when %s comes from r1 at its old epoch, then STALE_EPOCH',
+    (_type, command) => {
+      given([...takenOver, closeRequested])
+        .when(command)
+        .thenRejects('STALE_EPOCH');
+    },
+  );
+
+  it.each(reports('r3', 2).map((c) => [c.type, c] as const))(
+    'given r2 owns the session, when %s comes from another robot at the current epoch, then STALE_EPOCH',
+    (_type, command) => {
+      given([...takenOver, closeRequested])
+        .when(command)
+        .thenRejects('STALE_EPOCH');
+    },
+  );
+
+  it.each(reports('r2', 3).map((c) => [c.type, c] as const))(
+    'given r2 owns epoch 2, when %s claims an epoch from the future, then STALE_EPOCH',
+    (_type, command) => {
+      given([...takenOver, closeRequested])
+        .when(command)
+        .thenRejects('STALE_EPOCH');
+    },
+  );
+
+  it.each(reports('r1', 1).map((c) => [c.type, c] as const))(
+    'given nobody claimed the session, when %s comes, then STALE_EPOCH',
+    (_type, command) => {
+      given([...openWithSteps, closeRequested])
+        .when(command)
+        .thenRejects('STALE_EPOCH');
+    },
+  );
+});
+
+describe('StartStep', () => {
+  it('given the owner and a queued step, when it starts the step, then StepStarted with the step seq', () => {
+    given(ownedByR1)
+      .when(start('r1', 1, 'b'))
+      .then([started('r1', 1, 'b', 2)]);
+  });
+
+  it('given a running step, when the same attempt starts again, then nothing happens', () => {
+    given([...ownedByR1, started('r1', 1, 'a', 1)])
+      .when(start('r1', 1, 'a', 1))
+      .thenNothingHappens();
+  });
+
+  it('given a step a previous owner started, when the new owner starts attempt 2, then StepStarted attempt 2', () => {
+    given([...ownedByR1, started('r1', 1, 'a', 1), claimed('r2', 2, 'r1')])
+      .when(start('r2', 2, 'a', 2))
+      .then([started('r2', 2, 'a', 1, 2)]);
+  });
+
+  it('given the owner, when it starts an unknown step, then STEP_NOT_FOUND', () => {
+    given(ownedByR1)
+      .when(start('r1', 1, 'nope'))
+      .thenRejects('STEP_NOT_FOUND');
+  });
+
+  it('given a finished step, when it is started again, then nothing happens', () => {
+    given([...ownedByR1, succeeded('r1', 1, 'a', 1)])
+      .when(start('r1', 1, 'a', 2))
+      .thenNothingHappens();
+  });
+
+  it('given a closing session, when the owner starts a queued step, then StepStarted (closing drains the queue)', () => {
+    given([...ownedByR1, closeRequested])
+      .when(start('r1', 1, 'a'))
+      .then([started('r1', 1, 'a', 1)]);
+  });
+
+  it('given a closed session, when its last owner starts a queued step, then ILLEGAL_TRANSITION', () => {
+    given([...ownedByR1, closeRequested, closed('r1', 1)])
+      .when(start('r1', 1, 'a'))
+      .thenRejects('ILLEGAL_TRANSITION');
+  });
+});
+
+describe('CompleteStep', () => {
+  it('given a running step, when the owner reports success, then StepSucceeded with output and duration', () => {
+    given([...ownedByR1, started('r1', 1, 'a', 1)])
+      .when(succeed('r1', 1, 'a'))
+      .then([succeeded('r1', 1, 'a', 1)]);
+  });
+
+  it('given a running step, when the owner reports failure, then StepFailed with the error', () => {
+    given([...ownedByR1, started('r1', 1, 'b', 2)])
+      .when(fail('r1', 1, 'b'))
+      .then([failed('r1', 1, 'b', 2)]);
+  });
+
+  it('given a succeeded step, when the same completion is delivered again, then nothing happens', () => {
+    given([...ownedByR1, started('r1', 1, 'a', 1), succeeded('r1', 1, 'a', 1)])
+      .when(succeed('r1', 1, 'a'))
+      .thenNothingHappens();
+  });
+
+  it('given a failed step, when a different outcome arrives for it, then nothing happens (the first result stands)', () => {
+    given([...ownedByR1, failed('r1', 1, 'a', 1)])
+      .when(succeed('r1', 1, 'a'))
+      .thenNothingHappens();
+  });
+
+  it('given a closed session, when its last owner repeats a completion, then nothing happens', () => {
+    given([...ownedByR1, succeeded('r1', 1, 'a', 1), closeRequested, closed('r1', 1)])
+      .when(succeed('r1', 1, 'a'))
+      .thenNothingHappens();
+  });
+
+  it('given the owner, when it completes an unknown step, then STEP_NOT_FOUND', () => {
+    given(ownedByR1)
+      .when(succeed('r1', 1, 'nope'))
+      .thenRejects('STEP_NOT_FOUND');
+  });
+});
+
+describe('ConfirmClose', () => {
+  it('given a closing session, when the owner confirms, then SessionClosed names robot and epoch', () => {
+    given([...ownedByR1, claimed('r2', 2, 'r1'), closeRequested])
+      .when(confirmClose('r2', 2))
+      .then([closed('r2', 2)]);
+  });
+
+  it('given an open session, when the owner confirms a close, then ILLEGAL_TRANSITION', () => {
+    given(ownedByR1).when(confirmClose('r1', 1)).thenRejects('ILLEGAL_TRANSITION');
+  });
+
+  it('given a closed session, when the owner confirms again (a redelivery), then nothing happens', () => {
+    given([...ownedByR1, closeRequested, closed('r1', 1)])
+      .when(confirmClose('r1', 1))
+      .thenNothingHappens();
+  });
+
+  it('given a closed session, when another robot confirms, then STALE_EPOCH', () => {
+    given([...ownedByR1, closeRequested, closed('r1', 1)])
+      .when(confirmClose('r2', 2))
+      .thenRejects('STALE_EPOCH');
+  });
+});
+
+describe('a whole session', () => {
+  it('folds a realistic history and decides each step of it', () => {
+    const history: Given[] = [];
+    const step = (command: SessionCommand) => {
+      const decision = decide(command, fold(history));
+      if (!decision.ok) throw new TypeError(`${command.type} rejected: ${decision.rejection.code}`);
+      history.push(...decision.events);
+      return decision.events.map((e) => e.type);
+    };
+    expect(step(open())).toEqual(['SessionOpened']);
+    expect(step(submit(['a', 'b']))).toEqual(['StepSubmitted', 'StepSubmitted']);
+    expect(step(claim('r1'))).toEqual(['SessionClaimed']);
+    expect(step(start('r1', 1, 'a'))).toEqual(['StepStarted']);
+    expect(step(succeed('r1', 1, 'a'))).toEqual(['StepSucceeded']);
+    expect(step(claim('r2'))).toEqual(['SessionClaimed']);
+    expect(step(start('r2', 2, 'b'))).toEqual(['StepStarted']);
+    expect(step(fail('r2', 2, 'b'))).toEqual(['StepFailed']);
+    expect(step(requestClose())).toEqual(['SessionCloseRequested']);
+    expect(step(confirmClose('r2', 2))).toEqual(['SessionClosed']);
+    expect(fold(history)).toMatchObject({ status: 'closed', epoch: 2, lastSeq: 2 });
   });
 });

@@ -87,7 +87,8 @@ export function evolve(
       return { ...state, status: 'closing' };
     case 'SessionClosed':
       if (state.status === 'none' || state.status === 'closed') return state;
-      return { ...state, status: 'closed', owner: null };
+      // The owner stays recorded so that its duplicate ConfirmClose or late report decides to nothing, not STALE_EPOCH.
+      return { ...state, status: 'closed' };
     default:
       return assertNever(event);
   }

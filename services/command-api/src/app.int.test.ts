@@ -1,0 +1,226 @@
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  connectNats,
+  JetStreamEventStore,
+  Registry,
+  SessionCommandHandler,
+  sessionStreamId,
+  silentLogger,
+  singleTenantAuthenticator,
+  Topology,
+  WrongExpectedVersionError,
+  type AllSubscription,
+  type AppendResult,
+  type EventStore,
+  type EventToAppend,
+  type ExpectedVersion,
+  type NatsConnection,
+  type ReadStreamOptions,
+  type RecordedEvent,
+  type SubscribeOptions,
+} from '@rpa/shared';
+import { startNatsServer, uniquePrefix, type NatsServerHandle } from '@rpa/shared/testing';
+import { buildApp } from './app.js';
+
+/** The real JetStream store, with a count of the version conflicts it reported and a hook before each append. */
+class ObservedStore implements EventStore {
+  conflicts = 0;
+  beforeAppend: (() => Promise<void>) | null = null;
+  constructor(readonly inner: EventStore) {}
+  async append(
+    streamId: string,
+    events: readonly EventToAppend[],
+    options: { expectedVersion: ExpectedVersion },
+  ): Promise<AppendResult> {
+    const hook = this.beforeAppend;
+    if (hook) await hook();
+    try {
+      return await this.inner.append(streamId, events, options);
+    } catch (error) {
+      if (error instanceof WrongExpectedVersionError) this.conflicts++;
+      throw error;
+    }
+  }
+  readStream(streamId: string, options?: ReadStreamOptions): Promise<RecordedEvent[]> {
+    return this.inner.readStream(streamId, options);
+  }
+  subscribeToAll(options: SubscribeOptions): AllSubscription {
+    return this.inner.subscribeToAll(options);
+  }
+  ping(): Promise<void> {
+    return this.inner.ping();
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+let server: NatsServerHandle;
+let nc: NatsConnection;
+let store: EventStore;
+const apps: FastifyInstance[] = [];
+
+/** One command API replica over the shared store: its own handler, cache and per-session lanes. */
+async function replica(tenant = 'acme') {
+  const observed = new ObservedStore(store);
+  const app = await buildApp({
+    handler: new SessionCommandHandler({ store: observed }),
+    authenticator: singleTenantAuthenticator(tenant),
+    logger: silentLogger,
+    registry: new Registry(),
+    readiness: [{ name: 'eventStore', check: () => store.ping() }],
+  });
+  apps.push(app);
+  const post = (url: string, payload?: object, headers: Record<string, string> = {}) =>
+    app.inject({ method: 'POST', url, headers, ...(payload ? { payload } : {}) });
+  return { app, post, observed };
+}
+
+const clicks = (n: number, tag = 'b') =>
+  Array.from({ length: n }, (_, i) => ({ action: 'click', selector: `#${tag}${i}` }));
+const eventsOf = (sessionId: string) => store.readStream(sessionStreamId(sessionId));
+
+beforeAll(async () => {
+  server = await startNatsServer();
+  nc = await connectNats(server.url, 'command-api-int');
+  store = await JetStreamEventStore.create(nc, new Topology(uniquePrefix()), { logger: silentLogger });
+});
+
+afterAll(async () => {
+  for (const app of apps) await app.close();
+  await store?.close();
+  await nc?.drain();
+  await server?.stop();
+});
+
+describe('command API on the JetStream event store', () => {
+  it('opens, submits and closes a session end to end', async () => {
+    const { post, app } = await replica();
+    const opened = await post('/v1/sessions', { labels: { suite: 'int' } });
+    expect(opened.statusCode).toBe(201);
+    const { sessionId } = opened.json();
+
+    const submitted = await post(`/v1/sessions/${sessionId}/steps`, {
+      steps: [{ action: 'navigate', url: 'https://example.com/' }, ...clicks(2)],
+    });
+    expect(submitted.statusCode).toBe(202);
+    expect(submitted.json().steps.map((s: { seq: number }) => s.seq)).toEqual([1, 2, 3]);
+
+    const closed = await post(`/v1/sessions/${sessionId}/close`);
+    expect(closed.statusCode).toBe(202);
+    expect(closed.json()).toEqual({ sessionId, status: 'closing' });
+    const late = await post(`/v1/sessions/${sessionId}/steps`, { steps: clicks(1) });
+    expect(late.statusCode).toBe(409);
+
+    const events = await eventsOf(sessionId);
+    expect(events.map((e) => [e.revision, e.type])).toEqual([
+      [0, 'SessionOpened'],
+      [1, 'StepSubmitted'],
+      [2, 'StepSubmitted'],
+      [3, 'StepSubmitted'],
+      [4, 'SessionCloseRequested'],
+    ]);
+    expect(events[0]?.metadata).toMatchObject({ tenantId: 'acme', sessionId, commandType: 'OpenSession' });
+    expect((await app.inject({ method: 'GET', url: '/readyz' })).statusCode).toBe(200);
+  });
+
+  it('50 concurrent submissions over two replicas all land, with distinct contiguous seqs', async () => {
+    const a = await replica();
+    const b = await replica();
+    const { sessionId } = (await a.post('/v1/sessions')).json();
+    const responses = await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        (i % 2 === 0 ? a : b).post(`/v1/sessions/${sessionId}/steps`, { steps: clicks(2, `r${i}-`) }),
+      ),
+    );
+    expect(responses.map((r) => r.statusCode)).toEqual(Array(50).fill(202));
+    const answered = responses.flatMap((r) => r.json().steps as Array<{ stepId: string; seq: number }>);
+    expect(answered.map((s) => s.seq).sort((x, y) => x - y)).toEqual(
+      Array.from({ length: 100 }, (_, i) => i + 1),
+    );
+
+    const stored = (await eventsOf(sessionId)).slice(1).map((e) => e.data as { stepId: string; seq: number });
+    expect(stored.map((s) => s.seq)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+    expect(new Map(stored.map((s) => [s.stepId, s.seq]))).toEqual(
+      new Map(answered.map((s) => [s.stepId, s.seq])),
+    );
+  });
+
+  it('a version conflict reported by JetStream is retried: the command decides again and lands after the other write', async () => {
+    const a = await replica();
+    const b = await replica();
+    const { sessionId } = (await a.post('/v1/sessions')).json();
+    // Warm b's cache, then make a write land between b's read and b's append.
+    await b.post(`/v1/sessions/${sessionId}/steps`, { steps: clicks(1, 'b') });
+    b.observed.beforeAppend = async () => {
+      b.observed.beforeAppend = null;
+      expect((await a.post(`/v1/sessions/${sessionId}/steps`, { steps: clicks(1, 'a') })).statusCode).toBe(
+        202,
+      );
+    };
+    const res = await b.post(`/v1/sessions/${sessionId}/steps`, { steps: clicks(1, 'late') });
+    expect(res.statusCode).toBe(202);
+    expect(res.json().steps[0].seq).toBe(3);
+    expect(b.observed.conflicts).toBe(1);
+    expect((await eventsOf(sessionId)).map((e) => (e.data as { seq?: number }).seq)).toEqual([
+      undefined,
+      1,
+      2,
+      3,
+    ]);
+  });
+
+  it('idempotent retries: the same keyed open and submission, even on another replica, append nothing new', async () => {
+    const a = await replica();
+    const b = await replica();
+    const openKey = { 'idempotency-key': `open-${uniquePrefix()}` };
+    const first = await a.post('/v1/sessions', { labels: { run: '1' } }, openKey);
+    const retried = await b.post('/v1/sessions', { labels: { run: '1' } }, openKey);
+    const changed = await b.post('/v1/sessions', { labels: { run: '2' } }, openKey);
+    expect([first.statusCode, retried.statusCode, changed.statusCode]).toEqual([201, 201, 422]);
+    expect(retried.json()).toEqual(first.json());
+    const { sessionId } = first.json();
+
+    const stepsKey = { 'idempotency-key': 'batch-1' };
+    const body = { steps: clicks(3) };
+    const submitted = await a.post(`/v1/sessions/${sessionId}/steps`, body, stepsKey);
+    const again = await b.post(`/v1/sessions/${sessionId}/steps`, body, stepsKey);
+    const concurrent = await Promise.all([
+      a.post(`/v1/sessions/${sessionId}/steps`, body, stepsKey),
+      b.post(`/v1/sessions/${sessionId}/steps`, body, stepsKey),
+    ]);
+    expect(submitted.statusCode).toBe(202);
+    for (const r of [again, ...concurrent]) expect(r.json()).toEqual(submitted.json());
+
+    await a.post(`/v1/sessions/${sessionId}/close`);
+    await b.post(`/v1/sessions/${sessionId}/close`);
+    expect((await eventsOf(sessionId)).map((e) => e.type)).toEqual([
+      'SessionOpened',
+      'StepSubmitted',
+      'StepSubmitted',
+      'StepSubmitted',
+      'SessionCloseRequested',
+    ]);
+  });
+
+  it('a keyed open raced on two replicas opens one session', async () => {
+    const a = await replica();
+    const b = await replica();
+    const key = { 'idempotency-key': `race-${uniquePrefix()}` };
+    const [x, y] = await Promise.all([a.post('/v1/sessions', {}, key), b.post('/v1/sessions', {}, key)]);
+    expect([x.statusCode, y.statusCode]).toEqual([201, 201]);
+    expect(x.json()).toEqual(y.json());
+    expect(await eventsOf(x.json().sessionId)).toHaveLength(1);
+  });
+
+  it('another tenant cannot touch the session', async () => {
+    const acme = await replica('acme');
+    const globex = await replica('globex');
+    const { sessionId } = (await acme.post('/v1/sessions')).json();
+    const steps = await globex.post(`/v1/sessions/${sessionId}/steps`, { steps: clicks(1) });
+    const close = await globex.post(`/v1/sessions/${sessionId}/close`);
+    expect([steps.statusCode, close.statusCode]).toEqual([404, 404]);
+    expect(await eventsOf(sessionId)).toHaveLength(1);
+  });
+});

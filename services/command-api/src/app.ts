@@ -1,0 +1,122 @@
+import swagger from '@fastify/swagger';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import {
+  jsonSchemaTransform,
+  serializerCompiler,
+  validatorCompiler,
+  type ZodTypeProvider,
+} from 'fastify-type-provider-zod';
+import {
+  registerAuth,
+  registerErrorHandler,
+  registerOpsRoutes,
+  type Authenticator,
+  type Logger,
+  type ReadinessCheck,
+  type Registry,
+  type SessionCommandHandler,
+  type SessionCommandType,
+} from '@rpa/shared';
+import { CommandMetrics } from './commandMetrics.js';
+import { CommandRunner } from './commandRunner.js';
+import { toFastifyLogger } from './http/fastifyLogger.js';
+import { randomIds, type IdSource } from './ids.js';
+import { registerCloseSessionRoute } from './routes/closeSession.js';
+import type { RouteContext } from './routes/context.js';
+import { registerOpenSessionRoute } from './routes/openSession.js';
+import { registerSubmitStepsRoute } from './routes/submitSteps.js';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The session command a route issues; it labels the route's metrics. */
+    commandType?: SessionCommandType;
+  }
+}
+
+export interface CommandApiLimits {
+  /** Largest request body; a larger one is refused with 413 before it is parsed. */
+  bodyLimitBytes: number;
+  /** Most steps one submission may carry. */
+  maxStepsPerRequest: number;
+  /** Jittered rounds after the handler's own conflict retries ran out, before answering 503. */
+  exhaustedRetries: number;
+}
+
+export const DEFAULT_LIMITS: CommandApiLimits = {
+  bodyLimitBytes: 256 * 1024,
+  maxStepsPerRequest: 500,
+  exhaustedRetries: 2,
+};
+
+export interface CommandApiDeps {
+  handler: SessionCommandHandler;
+  authenticator: Authenticator;
+  logger: Logger;
+  registry: Registry;
+  readiness: ReadinessCheck[];
+  clock?: () => Date;
+  ids?: Partial<IdSource>;
+  limits?: Partial<CommandApiLimits>;
+}
+
+/**
+ * Builds the command API: validates each request, turns it into a session command for the caller's tenant and
+ * hands it to the command handler. It does not listen.
+ */
+export async function buildApp(deps: CommandApiDeps): Promise<FastifyInstance> {
+  const limits = { ...DEFAULT_LIMITS, ...deps.limits };
+  const app = Fastify({ loggerInstance: toFastifyLogger(deps.logger), bodyLimit: limits.bodyLimitBytes });
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  registerErrorHandler(app);
+
+  await app.register(swagger, {
+    openapi: {
+      info: {
+        title: 'RPA command API',
+        description:
+          'Open browser sessions, submit steps to them and close them. Every call is scoped to the caller’s tenant.',
+        version: '0.1.0',
+      },
+      tags: [{ name: 'sessions', description: 'Session commands' }],
+    },
+    transform: jsonSchemaTransform,
+  });
+
+  registerAuth(app, deps.authenticator);
+  registerOpsRoutes(app, { registry: deps.registry, checks: deps.readiness });
+  app.get('/openapi.json', { config: { ops: true }, schema: { hide: true } }, async () => app.swagger());
+
+  const metrics = new CommandMetrics(deps.registry);
+  const runner = new CommandRunner({
+    handler: deps.handler,
+    metrics,
+    logger: deps.logger,
+    exhaustedRetries: limits.exhaustedRetries,
+  });
+  const handled = new WeakSet<FastifyRequest>();
+  // Requests refused before reaching the handler (malformed, too large, unauthenticated) are counted here.
+  app.addHook('onResponse', async (request) => {
+    const type = request.routeOptions.config.commandType;
+    if (type && !handled.has(request)) metrics.refused(type);
+  });
+  // Both 503s (store unavailable, session too busy) are worth retrying shortly.
+  app.addHook('onSend', async (_request, reply) => {
+    if (reply.statusCode === 503 && !reply.hasHeader('retry-after')) reply.header('retry-after', '1');
+  });
+
+  const ctx: RouteContext = {
+    run: (request, command) => {
+      handled.add(request);
+      return runner.run(command);
+    },
+    clock: deps.clock ?? (() => new Date()),
+    ids: { ...randomIds, ...deps.ids },
+    maxStepsPerRequest: limits.maxStepsPerRequest,
+  };
+  const routes = app.withTypeProvider<ZodTypeProvider>();
+  registerOpenSessionRoute(routes, ctx);
+  registerSubmitStepsRoute(routes, ctx);
+  registerCloseSessionRoute(routes, ctx);
+  return app;
+}

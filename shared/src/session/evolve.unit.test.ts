@@ -1,0 +1,233 @@
+import { describe, expect, it } from 'vitest';
+import { decodeSessionEvent } from '../events/codec.js';
+import type { SessionEvent, SessionEventMetadata } from '../events/sessionEvents.js';
+import type { RecordedEvent } from '../eventStore/port.js';
+import { evolve } from './evolve.js';
+import { initialState, type SessionState } from './state.js';
+
+type Meta = Pick<SessionEventMetadata, 'sessionId' | 'tenantId' | 'idempotencyKey' | 'requestHash'>;
+const meta: Meta = { sessionId: 's1', tenantId: 't1' };
+
+function given(events: Array<SessionEvent | [SessionEvent, Partial<Meta>]>): SessionState {
+  return events.reduce<SessionState>((state, item) => {
+    const [event, extra] = Array.isArray(item) ? item : [item, {}];
+    return evolve(state, event, { ...meta, ...extra });
+  }, initialState());
+}
+
+const opened: SessionEvent = {
+  type: 'SessionOpened',
+  data: { labels: {}, browser: {}, idleTimeoutMs: null },
+};
+const submitted = (stepId: string, seq: number): SessionEvent => ({
+  type: 'StepSubmitted',
+  data: { stepId, seq, step: { action: 'navigate', url: 'https://example.com/', replay: 'never' } },
+});
+const claimed = (robotId: string, epoch: number): SessionEvent => ({
+  type: 'SessionClaimed',
+  data: { robotId, epoch, previousRobotId: null },
+});
+const ref = (stepId: string, attempt: number) => ({ stepId, seq: 1, attempt, robotId: 'r1', epoch: 1 });
+const started = (stepId: string, attempt = 1): SessionEvent => ({
+  type: 'StepStarted',
+  data: ref(stepId, attempt),
+});
+const succeeded = (stepId: string, attempt = 1): SessionEvent => ({
+  type: 'StepSucceeded',
+  data: { ...ref(stepId, attempt), output: { kind: 'none' }, durationMs: 5 },
+});
+const failed = (stepId: string, attempt = 1): SessionEvent => ({
+  type: 'StepFailed',
+  data: { ...ref(stepId, attempt), error: { code: 'INTERNAL', message: 'x' }, durationMs: 5 },
+});
+const closeRequested: SessionEvent = { type: 'SessionCloseRequested', data: { reason: null } };
+const closed: SessionEvent = { type: 'SessionClosed', data: { robotId: 'r1', epoch: 1 } };
+
+describe('evolve', () => {
+  it('SessionOpened starts an open session owned by the tenant in the metadata', () => {
+    expect(given([[opened, { idempotencyKey: 'k', requestHash: 'h' }]])).toEqual({
+      status: 'open',
+      sessionId: 's1',
+      tenantId: 't1',
+      epoch: 0,
+      owner: null,
+      lastSeq: 0,
+      steps: {},
+      order: [],
+      submissions: {},
+      openedWith: { idempotencyKey: 'k', requestHash: 'h' },
+    });
+  });
+
+  it('a second SessionOpened is ignored', () => {
+    const state = given([opened, submitted('a', 1)]);
+    expect(evolve(state, opened, { ...meta, tenantId: 'other' })).toBe(state);
+  });
+
+  it('SessionOpened without metadata cannot name a tenant, so it is ignored', () => {
+    expect(evolve(initialState(), opened)).toEqual({ status: 'none' });
+  });
+
+  it('StepSubmitted queues the step, records its order, replay policy and the highest seq', () => {
+    const state = given([opened, submitted('a', 1), submitted('b', 2)]);
+    expect(state).toMatchObject({
+      lastSeq: 2,
+      order: ['a', 'b'],
+      steps: {
+        a: { stepId: 'a', seq: 1, action: 'navigate', replay: 'never', status: 'queued', attempts: 0 },
+      },
+    });
+  });
+
+  it('StepSubmitted with an idempotency key records what the submission answered', () => {
+    const keyed = { idempotencyKey: 'k1', requestHash: 'h1' };
+    const state = given([opened, [submitted('a', 1), keyed], [submitted('b', 2), keyed], submitted('c', 3)]);
+    expect(state.status !== 'none' && state.submissions).toEqual({
+      k1: {
+        requestHash: 'h1',
+        steps: [
+          { stepId: 'a', seq: 1 },
+          { stepId: 'b', seq: 2 },
+        ],
+      },
+    });
+  });
+
+  it('a StepSubmitted for a known step id is ignored', () => {
+    const state = given([opened, submitted('a', 1)]);
+    expect(evolve(state, submitted('a', 7), meta)).toBe(state);
+  });
+
+  it('SessionClaimed moves the epoch and the owner forward', () => {
+    expect(given([opened, claimed('r1', 1), claimed('r2', 2)])).toMatchObject({
+      epoch: 2,
+      owner: { robotId: 'r2', epoch: 2 },
+    });
+  });
+
+  it('a SessionClaimed with an older or equal epoch is ignored', () => {
+    const state = given([opened, claimed('r2', 2)]);
+    expect(evolve(state, claimed('r1', 1), meta)).toBe(state);
+    expect(evolve(state, claimed('r3', 2), meta)).toBe(state);
+  });
+
+  it('StepStarted marks the step running and keeps the highest attempt', () => {
+    const state = given([opened, submitted('a', 1), started('a', 2), started('a', 1)]);
+    expect(state.status !== 'none' && state.steps.a).toMatchObject({ status: 'running', attempts: 2 });
+  });
+
+  it('StepSucceeded and StepFailed finish the step', () => {
+    const state = given([opened, submitted('a', 1), submitted('b', 2), succeeded('a'), failed('b', 3)]);
+    expect(state.status !== 'none' && [state.steps.a, state.steps.b]).toMatchObject([
+      { status: 'succeeded', attempts: 1 },
+      { status: 'failed', attempts: 3 },
+    ]);
+  });
+
+  it('step events for an unknown step are ignored', () => {
+    const state = given([opened, submitted('a', 1)]);
+    for (const event of [started('nope'), succeeded('nope'), failed('nope')])
+      expect(evolve(state, event, meta)).toBe(state);
+  });
+
+  it('SessionCloseRequested closes an open session only', () => {
+    expect(given([opened, closeRequested]).status).toBe('closing');
+    const done = given([opened, closeRequested, claimed('r1', 1), closed]);
+    expect(evolve(done, closeRequested, meta)).toBe(done);
+  });
+
+  it('SessionClosed closes and keeps the last owner; a second one is ignored', () => {
+    const state = given([opened, claimed('r1', 1), closeRequested, closed]);
+    expect(state).toMatchObject({ status: 'closed', owner: { robotId: 'r1', epoch: 1 } });
+    expect(evolve(state, closed, meta)).toBe(state);
+  });
+
+  const everyEvent: SessionEvent[] = [
+    opened,
+    submitted('a', 1),
+    claimed('r1', 1),
+    started('a'),
+    succeeded('a'),
+    failed('a'),
+    closeRequested,
+    closed,
+  ];
+  const everyStatus: Record<string, SessionState> = {
+    none: initialState(),
+    open: given([opened]),
+    closing: given([opened, closeRequested]),
+    closed: given([opened, closeRequested, closed]),
+  };
+
+  it.each(Object.entries(everyStatus))(
+    'never throws: every event folds onto a %s session',
+    (_status, state) => {
+      for (const event of everyEvent) {
+        expect(() => evolve(state, event, meta)).not.toThrow();
+        expect(() => evolve(state, event)).not.toThrow();
+      }
+    },
+  );
+
+  it('events before SessionOpened leave an empty state empty', () => {
+    for (const event of everyEvent.slice(1))
+      expect(evolve(initialState(), event, meta)).toEqual({ status: 'none' });
+  });
+
+  it('a recorded history, as stored, decodes and folds to the same state it did when written', () => {
+    // Stored payloads are kept verbatim here so that a schema change that cannot read them fails this test.
+    const stored = [
+      ['SessionOpened', { labels: { team: 'ops' }, browser: { locale: 'de-DE' }, idleTimeoutMs: 60000 }],
+      ['StepSubmitted', { stepId: 'a', seq: 1, step: { action: 'navigate', url: 'https://example.com/' } }],
+      ['StepSubmitted', { stepId: 'b', seq: 2, step: { action: 'click', selector: '#go', replay: 'never' } }],
+      ['SessionClaimed', { robotId: 'r1', epoch: 1, previousRobotId: null }],
+      ['StepStarted', { stepId: 'a', seq: 1, attempt: 1, robotId: 'r1', epoch: 1 }],
+      [
+        'StepSucceeded',
+        {
+          stepId: 'a',
+          seq: 1,
+          attempt: 1,
+          robotId: 'r1',
+          epoch: 1,
+          durationMs: 120,
+          output: { kind: 'navigation', url: 'https://example.com/', status: 200, title: 'Example' },
+        },
+      ],
+      ['SessionCloseRequested', { reason: null }],
+    ] as const;
+    const recorded: RecordedEvent[] = stored.map(([type, data], revision) => ({
+      eventId: `00000000-0000-4000-8000-00000000000${revision}`,
+      type,
+      data,
+      metadata: {
+        schemaVersion: 1,
+        tenantId: 't1',
+        sessionId: 's1',
+        occurredAt: '2026-01-01T00:00:00.000Z',
+        commandId: `c${revision}`,
+        commandType: 'Recorded',
+        actor: { kind: 'system', id: 'test' },
+      },
+      streamId: 'session-s1',
+      revision,
+      position: revision + 1,
+      recordedAt: '2026-01-01T00:00:00.000Z',
+    }));
+    const state = recorded
+      .map((r) => decodeSessionEvent(r))
+      .reduce<SessionState>((s, r) => (r ? evolve(s, r.event, r.metadata) : s), initialState());
+    expect(state).toMatchObject({
+      status: 'closing',
+      tenantId: 't1',
+      epoch: 1,
+      owner: { robotId: 'r1', epoch: 1 },
+      lastSeq: 2,
+      order: ['a', 'b'],
+      steps: {
+        a: { status: 'succeeded', attempts: 1, replay: 'safe' },
+        b: { status: 'queued', attempts: 0, replay: 'never' },
+      },
+    });
+  });
+});

@@ -1,0 +1,135 @@
+import { describe, expect, it } from 'vitest';
+import { STEP_ACTIONS, STEP_LIMITS, StepError, StepOutput, StepSpec, type StepAction } from './stepSpec.js';
+
+/** One valid step per action, with every optional field it takes. */
+const valid: Record<StepAction, unknown> = {
+  navigate: {
+    action: 'navigate',
+    url: 'https://example.com/login?next=%2F',
+    timeoutMs: 30_000,
+    replay: 'safe',
+  },
+  click: { action: 'click', selector: 'button[type=submit]', replay: 'never' },
+  fill: { action: 'fill', selector: '#user', value: 'alice' },
+  press: { action: 'press', selector: '#user', key: 'Enter' },
+  waitFor: { action: 'waitFor', selector: '.done', state: 'visible' },
+  extractText: { action: 'extractText', selector: 'h1' },
+  extractTable: { action: 'extractTable', selector: 'table#orders' },
+  screenshot: { action: 'screenshot', fullPage: true },
+};
+
+function issues(input: unknown): string[] {
+  const result = StepSpec.safeParse(input);
+  if (result.success) return [];
+  return result.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`);
+}
+
+describe('StepSpec', () => {
+  it('has an example for every action it accepts', () => {
+    expect(Object.keys(valid).sort()).toEqual([...STEP_ACTIONS].sort());
+  });
+
+  it.each(Object.entries(valid))('accepts a valid %s step unchanged', (_action, step) => {
+    expect(StepSpec.parse(step)).toEqual(step);
+  });
+
+  it.each(Object.entries(valid))('refuses an unknown field on a %s step, naming it', (_action, step) => {
+    const result = StepSpec.safeParse({ ...(step as object), script: 'alert(1)' });
+    expect(result.success).toBe(false);
+    expect(JSON.stringify(result.error?.issues)).toContain('script');
+  });
+
+  it('refuses an unknown action', () => {
+    expect(issues({ action: 'evaluate', expression: '1+1' })).toHaveLength(1);
+  });
+
+  describe('navigate URLs', () => {
+    it.each(['http://example.com', 'https://example.com:8443/a/b?c=d#e', 'https://xn--bcher-kva.example/'])(
+      'accepts %s',
+      (url) => {
+        expect(issues({ action: 'navigate', url })).toEqual([]);
+      },
+    );
+
+    it.each([
+      'file:///etc/passwd',
+      'data:text/html,<script>alert(1)</script>',
+      'javascript:alert(1)',
+      'JavaScript:alert(1)',
+      'chrome://settings',
+      'chrome-extension://abc/page.html',
+      'about:blank',
+      'view-source:https://example.com',
+      'ftp://example.com/file',
+      'ws://example.com/socket',
+      '/relative/path',
+      'example.com',
+      '',
+    ])('refuses %j with a message that says why', (url) => {
+      expect(issues({ action: 'navigate', url })).toEqual([
+        'url: must be an absolute http:// or https:// URL',
+      ]);
+    });
+
+    it(`refuses a URL longer than ${STEP_LIMITS.url} characters`, () => {
+      const prefix = 'https://example.com/';
+      const atCap = prefix + 'a'.repeat(STEP_LIMITS.url - prefix.length);
+      expect(issues({ action: 'navigate', url: atCap })).toEqual([]);
+      expect(issues({ action: 'navigate', url: `${atCap}a` })[0]).toMatch(/^url: /);
+    });
+  });
+
+  describe('length caps', () => {
+    it.each([
+      ['selector', { action: 'click' }, STEP_LIMITS.selector],
+      ['value', { action: 'fill', selector: '#a' }, STEP_LIMITS.value],
+      ['key', { action: 'press', selector: '#a' }, STEP_LIMITS.key],
+    ] as const)('%s: accepted at its cap, refused one past it', (field, rest, cap) => {
+      expect(issues({ ...rest, [field]: 'x'.repeat(cap) })).toEqual([]);
+      expect(issues({ ...rest, [field]: 'x'.repeat(cap + 1) })[0]).toMatch(new RegExp(`^${field}: `));
+    });
+
+    it('refuses an empty selector and an empty key, but allows filling an empty value', () => {
+      expect(issues({ action: 'click', selector: '' })[0]).toMatch(/^selector: /);
+      expect(issues({ action: 'press', selector: '#a', key: '' })[0]).toMatch(/^key: /);
+      expect(issues({ action: 'fill', selector: '#a', value: '' })).toEqual([]);
+    });
+
+    it.each([0, -1, 1.5, STEP_LIMITS.maxTimeoutMs + 1, '100'])('refuses timeoutMs %j', (timeoutMs) => {
+      expect(issues({ action: 'click', selector: '#a', timeoutMs })[0]).toMatch(/^timeoutMs: /);
+    });
+
+    it('accepts timeoutMs up to its cap', () => {
+      expect(issues({ action: 'click', selector: '#a', timeoutMs: STEP_LIMITS.maxTimeoutMs })).toEqual([]);
+    });
+  });
+
+  it('refuses an unknown replay policy and an unknown waitFor state', () => {
+    expect(issues({ action: 'click', selector: '#a', replay: 'maybe' })[0]).toMatch(/^replay: /);
+    expect(issues({ action: 'waitFor', selector: '#a', state: 'gone' })[0]).toMatch(/^state: /);
+  });
+
+  it('refuses a missing required field, naming it', () => {
+    expect(issues({ action: 'fill', selector: '#a' })[0]).toMatch(/^value: /);
+    expect(issues({ action: 'navigate' })[0]).toMatch(/^url: /);
+  });
+});
+
+describe('StepOutput and StepError', () => {
+  it('accept each output kind and refuse an unknown one', () => {
+    for (const output of [
+      { kind: 'navigation', url: 'https://example.com/', status: null, title: '' },
+      { kind: 'text', text: 'hello' },
+      { kind: 'table', headers: ['a'], rows: [['1']] },
+      { kind: 'artifact', artifactKey: 's.a.png', contentType: 'image/png', bytes: 10 },
+      { kind: 'none' },
+    ])
+      expect(StepOutput.safeParse(output).success).toBe(true);
+    expect(StepOutput.safeParse({ kind: 'html', html: '<p>' }).success).toBe(false);
+  });
+
+  it('accepts only the known error codes', () => {
+    expect(StepError.safeParse({ code: 'TIMEOUT', message: 'x' }).success).toBe(true);
+    expect(StepError.safeParse({ code: 'OOPS', message: 'x' }).success).toBe(false);
+  });
+});
