@@ -21,3 +21,5 @@ export * from './lifecycle.js';
 export * from './eventStore/factory.js';
 export * from './http/errorHandler.js';
 export * from './http/auth.js';
+export * from './readModel/sessionProjection.js';
+export { JetStreamEventStore, type JetStreamEventStoreOptions } from './eventStore/jetstream.js';

@@ -13,6 +13,8 @@ export const StepDocument = z.object({
   status: StepDocumentStatus,
   attempts: z.number().int().nonnegative(),
   output: StepOutput.nullable(),
+  /** True when the output was cut to the read model's limits; the event stream holds it whole. */
+  outputTruncated: z.boolean().optional(),
   error: StepError.nullable(),
   submittedAt: z.string(),
   startedAt: z.string().nullable(),
