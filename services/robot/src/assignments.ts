@@ -1,0 +1,216 @@
+import type { Consumer, JetStreamClient, JsMsg } from '@nats-io/jetstream';
+import { AssignmentMessage, decodeMessage, type Logger, type Topology } from '@rpa/shared';
+import { RobotStoppingError } from './errors.js';
+import { startHeartbeat, type StopHeartbeat } from './heartbeat.js';
+import type { RobotMetrics } from './metrics.js';
+import type { Ownership, Reporter } from './reporter.js';
+import type { RunnerOutcome, SessionRunner } from './sessionRunner.js';
+import { sleep } from './sleep.js';
+
+export interface AssignmentPullerDeps {
+  js: JetStreamClient;
+  topology: Topology;
+  reporter: Reporter;
+  maxSessions: number;
+  /** How long one pull waits on the server; also bounds how late a stop is noticed. */
+  pullExpiresMs: number;
+  /** Interval of in-progress signals on held assignments. */
+  heartbeatMs: number;
+  /** How long a session handed back after a failure waits before it is offered again. */
+  retryDelayMs: number;
+  logger: Logger;
+  metrics: RobotMetrics;
+  /** Builds the runner of a session this robot has just claimed. */
+  createRunner(owner: Ownership, assignment: AssignmentMessage): SessionRunner;
+}
+
+interface Held {
+  /** The latest delivery of the assignment: the one acked or handed back at the end. */
+  msg: JsMsg;
+  stopHeartbeat: StopHeartbeat;
+  runner: SessionRunner | null;
+  done: Promise<void>;
+}
+
+/**
+ * Pulls session assignments while the robot has free capacity, claims each session in the event stream, and keeps
+ * the assignment un-acked (signalling progress) for as long as the session is held: acked when it closes, handed
+ * back (nak) when the robot stops or gives up, left alone when another robot has taken it over.
+ */
+export class AssignmentPuller {
+  private readonly held = new Map<string, Held>();
+  private readonly stopController = new AbortController();
+  private loop: Promise<void> | null = null;
+  private wakeUp: (() => void) | null = null;
+
+  constructor(private readonly deps: AssignmentPullerDeps) {}
+
+  /** Starts pulling in the background. */
+  start(): void {
+    this.loop ??= this.pullLoop();
+  }
+
+  /** Sessions held (claimed or being claimed) right now. */
+  get size(): number {
+    return this.held.size;
+  }
+
+  /** Stops taking new assignments; resolves when no pull is pending any more. */
+  async stopPulling(): Promise<void> {
+    this.stopController.abort();
+    this.wakeUp?.();
+    await this.loop;
+  }
+
+  /**
+   * Stops pulling, lets each session finish the message in hand for up to `graceMs`, interrupts what is left, and
+   * hands every held assignment back so that another robot takes it at once.
+   */
+  async stop(graceMs: number): Promise<void> {
+    await this.stopPulling();
+    const entries = [...this.held.values()];
+    for (const entry of entries) entry.runner?.stop();
+    const all = Promise.all(entries.map((e) => e.done));
+    let timer: NodeJS.Timeout | undefined;
+    const inTime = await Promise.race([
+      all.then(() => true),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), graceMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (!inTime) {
+      this.deps.logger.warn(
+        { sessions: this.held.size },
+        'sessions still busy after the grace period: interrupting',
+      );
+      await Promise.all([...this.held.values()].map((e) => e.runner?.abort()));
+      await all;
+    }
+  }
+
+  private async pullLoop(): Promise<void> {
+    const { js, topology, pullExpiresMs, logger, maxSessions } = this.deps;
+    const signal = this.stopController.signal;
+    let consumer: Consumer | null = null;
+    let failures = 0;
+    while (!signal.aborted) {
+      if (this.held.size >= maxSessions) {
+        await new Promise<void>((resolve) => (this.wakeUp = resolve));
+        this.wakeUp = null;
+        continue;
+      }
+      try {
+        consumer ??= await js.consumers.get(topology.workStream, topology.assignmentsConsumer);
+        const msg = await consumer.next({ expires: pullExpiresMs });
+        failures = 0;
+        if (!msg) continue;
+        if (signal.aborted) {
+          msg.nak();
+          break;
+        }
+        this.accept(msg);
+      } catch (error) {
+        failures += 1;
+        consumer = null;
+        logger.warn({ err: error, failures }, 'pulling assignments failed');
+        await sleep(Math.min(10_000, 250 * 2 ** Math.min(failures, 6)), signal);
+      }
+    }
+  }
+
+  private accept(msg: JsMsg): void {
+    const { logger, heartbeatMs, metrics } = this.deps;
+    let assignment: AssignmentMessage;
+    try {
+      assignment = decodeMessage(AssignmentMessage, msg.data);
+    } catch (error) {
+      logger.error({ err: error, seq: msg.seq }, 'undecodable assignment: terminated');
+      msg.term();
+      return;
+    }
+    const current = this.held.get(assignment.sessionId);
+    if (current) {
+      // Redelivered while held (progress signals were lost): the newest delivery is the one to keep alive.
+      current.stopHeartbeat();
+      current.msg = msg;
+      current.stopHeartbeat = startHeartbeat(msg, heartbeatMs);
+      return;
+    }
+    const entry: Held = {
+      msg,
+      stopHeartbeat: startHeartbeat(msg, heartbeatMs),
+      runner: null,
+      done: Promise.resolve(),
+    };
+    this.held.set(assignment.sessionId, entry);
+    metrics.sessionsHeld.set(this.held.size);
+    entry.done = this.hold(entry, assignment).finally(() => {
+      entry.stopHeartbeat();
+      this.held.delete(assignment.sessionId);
+      metrics.sessionsHeld.set(this.held.size);
+      this.wakeUp?.();
+    });
+  }
+
+  private async hold(entry: Held, assignment: AssignmentMessage): Promise<void> {
+    const { reporter, logger, retryDelayMs } = this.deps;
+    const log = logger.child({ sessionId: assignment.sessionId });
+    try {
+      const claim = await reporter.claim(assignment, this.stopController.signal);
+      switch (claim.kind) {
+        case 'closed':
+          log.info({}, 'assignment for a closed session: terminated');
+          entry.msg.term();
+          return;
+        case 'rejected':
+          log.warn({ code: claim.code, reason: claim.message }, 'claim refused: assignment terminated');
+          entry.msg.term();
+          return;
+        case 'claimed':
+          break;
+        default:
+          return assertNever(claim);
+      }
+      if (this.stopController.signal.aborted) {
+        entry.msg.nak();
+        return;
+      }
+      log.info({ epoch: claim.ownership.epoch }, 'session claimed');
+      entry.runner = this.deps.createRunner(claim.ownership, assignment);
+      const outcome = await entry.runner.run();
+      this.settle(entry, outcome);
+      log.info({ outcome }, 'session released');
+    } catch (error) {
+      if (error instanceof RobotStoppingError) {
+        entry.msg.nak();
+        return;
+      }
+      log.error({ err: error }, 'taking the session failed: handing it back');
+      entry.msg.nak(retryDelayMs);
+    }
+  }
+
+  private settle(entry: Held, outcome: RunnerOutcome): void {
+    switch (outcome) {
+      case 'closed':
+        entry.msg.ack();
+        return;
+      case 'lost':
+        // Another robot holds a newer delivery; an ack from us would be accepted by the server and cut it off.
+        return;
+      case 'stopped':
+        entry.msg.nak();
+        return;
+      case 'failed':
+        entry.msg.nak(this.deps.retryDelayMs);
+        return;
+      default:
+        return assertNever(outcome);
+    }
+  }
+}
+
+function assertNever(x: never): never {
+  throw new TypeError(`unhandled case ${JSON.stringify(x)}`);
+}

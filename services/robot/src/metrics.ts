@@ -1,0 +1,54 @@
+import { Counter, Gauge, Histogram, type Registry, type StepAction } from '@rpa/shared';
+import type { Breaker, BreakerState } from './breakers.js';
+
+export type StepOutcome = 'succeeded' | 'failed' | 'skipped';
+
+const BREAKER_STATE_VALUE: Record<BreakerState, number> = { closed: 0, half_open: 1, open: 2 };
+
+/** The robot's Prometheus metrics. */
+export class RobotMetrics {
+  readonly steps: Counter<'action' | 'outcome'>;
+  readonly stepDuration: Histogram<'action'>;
+  readonly sessionsHeld: Gauge;
+  readonly breakerState: Gauge<'breaker'>;
+
+  constructor(registry: Registry) {
+    this.steps = new Counter({
+      name: 'rpa_robot_steps_total',
+      help: 'Step messages handled, by action and outcome (skipped: the result was already in the stream)',
+      labelNames: ['action', 'outcome'],
+      registers: [registry],
+    });
+    this.stepDuration = new Histogram({
+      name: 'rpa_robot_step_duration_seconds',
+      help: 'Time spent running a step in the browser',
+      labelNames: ['action'],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+      registers: [registry],
+    });
+    this.sessionsHeld = new Gauge({
+      name: 'rpa_robot_sessions_held',
+      help: 'Sessions this robot currently owns',
+      registers: [registry],
+    });
+    this.breakerState = new Gauge({
+      name: 'rpa_robot_breaker_state',
+      help: 'Circuit breaker state: 0 closed, 1 half-open, 2 open',
+      labelNames: ['breaker'],
+      registers: [registry],
+    });
+  }
+
+  stepHandled(action: StepAction, outcome: StepOutcome, seconds?: number): void {
+    this.steps.inc({ action, outcome });
+    if (seconds !== undefined) this.stepDuration.observe({ action }, seconds);
+  }
+
+  breakerChanged(breaker: Breaker): void {
+    this.breakerState.set({ breaker: breaker.name }, BREAKER_STATE_VALUE[breaker.state]);
+  }
+
+  breakerForgotten(breaker: Breaker): void {
+    this.breakerState.remove({ breaker: breaker.name });
+  }
+}

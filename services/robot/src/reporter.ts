@@ -1,0 +1,204 @@
+import {
+  CommandRejectedError,
+  InvalidAppendError,
+  SchemaError,
+  type CommandResult,
+  type CompleteStep,
+  type LoadedSession,
+  type Logger,
+  type SessionCommand,
+  type SessionCommandHandler,
+} from '@rpa/shared';
+import type { Breaker } from './breakers.js';
+import { ReportFailedError, RobotStoppingError, SessionLostError } from './errors.js';
+import { sleep } from './sleep.js';
+
+/** The robot's hold on a session: the epoch it claimed is on every report. */
+export interface Ownership {
+  sessionId: string;
+  tenantId: string;
+  robotId: string;
+  epoch: number;
+}
+
+export type ClaimOutcome =
+  | { kind: 'claimed'; ownership: Ownership }
+  | { kind: 'closed' }
+  | { kind: 'rejected'; code: string; message: string };
+
+export interface RetryPolicy {
+  /** Tries of one call before giving up with ReportFailedError. */
+  attempts: number;
+  baseDelayMs: number;
+  maxDelayMs: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { attempts: 10, baseDelayMs: 200, maxDelayMs: 8_000 };
+
+/**
+ * Everything the robot tells the event store, as commands through the shared command handler, behind the
+ * event-store breaker. Command ids are derived from what is reported (session, step, epoch, attempt), so a retry
+ * after an uncertain append produces the same event ids and is deduplicated by the store.
+ */
+export class Reporter {
+  constructor(
+    private readonly options: {
+      handler: SessionCommandHandler;
+      breaker: Breaker;
+      robotId: string;
+      now: () => Date;
+      logger: Logger;
+      retry?: RetryPolicy;
+    },
+  ) {}
+
+  /** The session's state as the stream has it now. */
+  load(sessionId: string, signal?: AbortSignal): Promise<LoadedSession> {
+    return this.withRetry(`load ${sessionId}`, () => this.options.handler.load(sessionId), signal);
+  }
+
+  /** Takes the session over with the next epoch; a closed session is not claimed. */
+  async claim(session: { sessionId: string; tenantId: string }, signal?: AbortSignal): Promise<ClaimOutcome> {
+    const { robotId } = this.options;
+    const loaded = await this.load(session.sessionId, signal);
+    if (loaded.state.status === 'closed') return { kind: 'closed' };
+    const nextEpoch = loaded.state.status === 'none' ? 1 : loaded.state.epoch + 1;
+    try {
+      const result = await this.send(
+        {
+          type: 'ClaimSession',
+          commandId: `claim:${session.sessionId}:${robotId}:${nextEpoch}`,
+          ...this.base(session),
+          robotId,
+        },
+        signal,
+      );
+      const { state } = result;
+      if (state.status === 'none' || state.owner?.robotId !== robotId) {
+        return {
+          kind: 'rejected',
+          code: 'NOT_OWNER',
+          message: 'the claim did not make this robot the owner',
+        };
+      }
+      return { kind: 'claimed', ownership: { ...session, robotId, epoch: state.owner.epoch } };
+    } catch (error) {
+      if (!(error instanceof CommandRejectedError)) throw error;
+      const again = await this.load(session.sessionId, signal);
+      if (again.state.status === 'closed') return { kind: 'closed' };
+      return { kind: 'rejected', code: error.code, message: error.message };
+    }
+  }
+
+  /** Records that this robot starts the step's attempt. */
+  async startStep(owner: Ownership, stepId: string, attempt: number, signal?: AbortSignal): Promise<void> {
+    await this.report(
+      owner,
+      {
+        type: 'StartStep',
+        commandId: `start:${owner.sessionId}:${stepId}:${owner.epoch}:${attempt}`,
+        ...this.base(owner),
+        robotId: owner.robotId,
+        epoch: owner.epoch,
+        stepId,
+        attempt,
+      },
+      signal,
+    );
+  }
+
+  /** Records the step's result. */
+  async completeStep(
+    owner: Ownership,
+    report: Pick<CompleteStep, 'stepId' | 'attempt' | 'durationMs' | 'outcome'>,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    await this.report(
+      owner,
+      {
+        type: 'CompleteStep',
+        commandId: `complete:${owner.sessionId}:${report.stepId}:${owner.epoch}:${report.attempt}`,
+        ...this.base(owner),
+        robotId: owner.robotId,
+        epoch: owner.epoch,
+        ...report,
+      },
+      signal,
+    );
+  }
+
+  /** Records that the session's browser context is closed. */
+  async confirmClose(owner: Ownership, signal?: AbortSignal): Promise<void> {
+    await this.report(
+      owner,
+      {
+        type: 'ConfirmClose',
+        commandId: `close:${owner.sessionId}:${owner.epoch}`,
+        ...this.base(owner),
+        robotId: owner.robotId,
+        epoch: owner.epoch,
+      },
+      signal,
+    );
+  }
+
+  private base(session: { sessionId: string; tenantId: string }) {
+    return {
+      sessionId: session.sessionId,
+      tenantId: session.tenantId,
+      at: this.options.now().toISOString(),
+      actor: { kind: 'robot' as const, id: this.options.robotId },
+    };
+  }
+
+  /** Sends an owner's report; STALE_EPOCH becomes SessionLostError, other refusals stay CommandRejectedError. */
+  private async report(owner: Ownership, command: SessionCommand, signal?: AbortSignal): Promise<void> {
+    try {
+      await this.send(command, signal);
+    } catch (error) {
+      if (error instanceof CommandRejectedError && error.code === 'STALE_EPOCH')
+        throw new SessionLostError(owner.sessionId, error.message);
+      throw error;
+    }
+  }
+
+  private send(command: SessionCommand, signal?: AbortSignal): Promise<CommandResult> {
+    return this.withRetry(
+      `${command.type} ${command.sessionId}`,
+      () => this.options.handler.handle(command),
+      signal,
+    );
+  }
+
+  /** Runs the call behind the breaker, retrying what may succeed later with capped exponential backoff. */
+  private async withRetry<T>(what: string, call: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const retry = this.options.retry ?? DEFAULT_RETRY;
+    let lastError: unknown;
+    for (let attempt = 1; attempt <= retry.attempts; attempt++) {
+      if (signal?.aborted) throw new RobotStoppingError();
+      try {
+        return await this.options.breaker.run(call);
+      } catch (error) {
+        if (!isRetryable(error)) throw error;
+        lastError = error;
+        this.options.logger.warn(
+          { err: error, attempt, call: what },
+          'event store call failed; retrying with backoff',
+        );
+        if (attempt < retry.attempts) {
+          await sleep(Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** (attempt - 1)), signal);
+        }
+      }
+    }
+    throw new ReportFailedError(`${what}: the event store kept failing`, { cause: lastError });
+  }
+}
+
+/** Refusals and malformed appends fail the same way every time; anything else may pass on a later try. */
+function isRetryable(error: unknown): boolean {
+  return !(
+    error instanceof CommandRejectedError ||
+    error instanceof InvalidAppendError ||
+    error instanceof SchemaError
+  );
+}

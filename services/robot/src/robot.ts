@@ -1,0 +1,177 @@
+import { jetstream, type JetStreamManager } from '@nats-io/jetstream';
+import {
+  closeAll,
+  DEFAULT_WORK_SETTINGS,
+  ensureWorkTopology,
+  SessionCommandHandler,
+  type EventStore,
+  type Logger,
+  type NatsConnection,
+  type ReadinessCheck,
+  type Registry,
+  type Topology,
+  type WorkSettings,
+} from '@rpa/shared';
+import { NatsArtifactStore, type ArtifactStore } from './artifacts.js';
+import { AssignmentPuller } from './assignments.js';
+import { Breakers, defaultBreakerSettings, type BreakerSettings } from './breakers.js';
+import { RobotBrowser } from './browser.js';
+import { RobotMetrics } from './metrics.js';
+import { DEFAULT_RETRY, Reporter, type RetryPolicy } from './reporter.js';
+import { SessionRunner } from './sessionRunner.js';
+
+export interface RobotDeps {
+  nc: NatsConnection;
+  store: EventStore;
+  topology: Topology;
+  robotId: string;
+  logger: Logger;
+  registry: Registry;
+  /** The Chromium binary (see resolveChromiumPath). */
+  chromiumPath: string;
+  maxSessions: number;
+  /** Ack wait of the assignment and step consumers; progress is signalled every third of it. */
+  ackWaitMs: number;
+  stepMaxDeliver?: number;
+  /** Server-side wait of one pull; a stop is noticed within it. Default 5 s. */
+  pullExpiresMs?: number;
+  /** Delay before a session handed back after a failure is offered again. Default 5 s. */
+  retryDelayMs?: number;
+  breakerSettings?: BreakerSettings;
+  retry?: RetryPolicy;
+  /** Where screenshots go; the NATS object store by default. */
+  artifacts?: ArtifactStore;
+  now?: () => Date;
+}
+
+/** A running robot. */
+export interface Robot {
+  readonly robotId: string;
+  /** Ensures the work topology, launches the browser and starts pulling assignments. */
+  start(): Promise<void>;
+  /**
+   * Graceful stop: no new assignments, the steps in hand finish (for up to `graceMs`), held assignments are handed
+   * back, contexts and the browser close. The NATS connection and the event store stay open: they are the caller's.
+   */
+  stop(options?: { graceMs?: number }): Promise<void>;
+  /** Dependency checks for /readyz: NATS, the event store, the browser. */
+  readinessChecks(): ReadinessCheck[];
+  /** Sessions held right now. */
+  sessionsHeld(): number;
+  /** Browser contexts open right now (one per session being run). */
+  openContexts(): number;
+}
+
+/** Wires a robot from its dependencies; reads no environment and starts nothing until `start()`. */
+export function createRobot(deps: RobotDeps): Robot {
+  const { nc, store, topology, robotId, logger: rootLogger, ackWaitMs } = deps;
+  const logger = rootLogger.child({ robotId });
+  const settings: WorkSettings = {
+    ackWaitMs,
+    stepMaxDeliver: deps.stepMaxDeliver ?? DEFAULT_WORK_SETTINGS.stepMaxDeliver,
+  };
+  const pullExpiresMs = deps.pullExpiresMs ?? 5_000;
+  const heartbeatMs = Math.max(100, Math.floor(ackWaitMs / 3));
+  const metrics = new RobotMetrics(deps.registry);
+  const breakers = new Breakers(deps.breakerSettings ?? defaultBreakerSettings(ackWaitMs), {
+    onStateChange: (b) => metrics.breakerChanged(b),
+    onForget: (b) => metrics.breakerForgotten(b),
+  });
+  for (const breaker of breakers.all()) metrics.breakerChanged(breaker);
+  const browser = new RobotBrowser({
+    executablePath: deps.chromiumPath,
+    launchBreaker: breakers.launch,
+    logger,
+  });
+  const handler = new SessionCommandHandler({
+    store,
+    logger,
+    cacheSize: Math.max(100, deps.maxSessions * 4),
+  });
+  const reporter = new Reporter({
+    handler,
+    breaker: breakers.eventStore,
+    robotId,
+    now: deps.now ?? (() => new Date()),
+    logger,
+    retry: deps.retry ?? DEFAULT_RETRY,
+  });
+  const js = jetstream(nc);
+
+  let jsm: JetStreamManager | null = null;
+  let puller: AssignmentPuller | null = null;
+  let stopped: Promise<void> | null = null;
+
+  return {
+    robotId,
+
+    async start() {
+      jsm = await ensureWorkTopology(nc, topology, settings);
+      const artifacts = deps.artifacts ?? (await NatsArtifactStore.open(nc, topology));
+      await browser.start();
+      const runnerDeps = {
+        js,
+        jsm,
+        topology,
+        settings,
+        reporter,
+        browser,
+        breakers,
+        artifacts,
+        metrics,
+        logger,
+        pullExpiresMs,
+        heartbeatMs,
+        clock: () => Date.now(),
+      };
+      puller = new AssignmentPuller({
+        js,
+        topology,
+        reporter,
+        maxSessions: deps.maxSessions,
+        pullExpiresMs,
+        heartbeatMs,
+        retryDelayMs: deps.retryDelayMs ?? 5_000,
+        logger,
+        metrics,
+        createRunner: (owner, assignment) => new SessionRunner(runnerDeps, owner, assignment.browser),
+      });
+      puller.start();
+      logger.info({ maxSessions: deps.maxSessions, ackWaitMs }, 'robot started');
+    },
+
+    stop(options = {}) {
+      stopped ??= closeAll(
+        [
+          ['sessions', () => puller?.stop(options.graceMs ?? 15_000)],
+          ['browser', () => browser.close()],
+          ['breakers', () => breakers.shutdown()],
+        ],
+        logger,
+      );
+      return stopped;
+    },
+
+    readinessChecks() {
+      return [
+        {
+          name: 'nats',
+          check: async () => {
+            if (nc.isClosed()) throw new Error('connection closed');
+            await nc.flush();
+          },
+        },
+        { name: 'event-store', check: () => store.ping() },
+        {
+          name: 'browser',
+          check: async () => {
+            if (!browser.connected) throw new Error('browser not connected');
+          },
+        },
+      ];
+    },
+
+    sessionsHeld: () => puller?.size ?? 0,
+    openContexts: () => browser.contexts().length,
+  };
+}

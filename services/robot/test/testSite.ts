@@ -1,0 +1,68 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/** Headers and rows of the table on /table, as a table extraction must return them. */
+export const TABLE_HEADERS = ['Order', 'Item', 'Qty'];
+export const TABLE_ROWS = [
+  ['A-1', 'Paper clips', '3'],
+  ['A-2', 'Stapler (blue)', '1'],
+];
+
+function html(title: string, body: string): string {
+  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${title}</title></head><body>${body}</body></html>`;
+}
+
+const escape = (s: string) =>
+  s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+
+const PAGES: Record<string, string> = {
+  '/': html('Home', '<h1 id="heading">Welcome</h1>'),
+  '/form': html(
+    'Search',
+    `<form action="/result" method="get"><input id="q" name="q"></form>
+<button id="go" type="button" onclick="document.getElementById('out').textContent = 'clicked'">Go</button>
+<p id="out"></p>`,
+  ),
+  '/late': html(
+    'Late',
+    `<script>setTimeout(() => { const d = document.createElement('div'); d.id = 'late'; d.textContent = 'arrived';
+document.body.appendChild(d); }, 300);</script>`,
+  ),
+  '/table': html(
+    'Orders',
+    `<table id="orders"><thead><tr>${TABLE_HEADERS.map((h) => `<th>${h}</th>`).join('')}</tr></thead>
+<tbody>${TABLE_ROWS.map((r) => `<tr>${r.map((c) => `<td> ${escape(c)} </td>`).join('')}</tr>`).join('')}</tbody></table>
+<table id="plain"><tr><th>K</th><th>V</th></tr><tr><td>a</td><td><table><tr><td>nested</td></tr></table></td></tr></table>`,
+  ),
+};
+
+export interface TestSite {
+  url: string;
+  close(): Promise<void>;
+}
+
+/** A few pages to automate, served on 127.0.0.1 on a free port. */
+export async function startTestSite(): Promise<TestSite> {
+  const server: Server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+    if (url.pathname === '/result') {
+      const q = url.searchParams.get('q') ?? '';
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(html('Result', `<p id="result">You searched: ${escape(q)}</p>`));
+      return;
+    }
+    const page = PAGES[url.pathname];
+    res.writeHead(page ? 200 : 404, { 'content-type': 'text/html; charset=utf-8' });
+    res.end(page ?? html('Not found', '<h1>Not found</h1>'));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((resolve, reject) => {
+        server.closeAllConnections();
+        server.close((error) => (error ? reject(error) : resolve()));
+      }),
+  };
+}
