@@ -56,3 +56,11 @@ export async function closeAll(
   }
   if (first) throw first;
 }
+
+/** Runs an entry file's async main; a failure to start is printed with its stack and exits 1. */
+export function runMain(service: string, main: () => Promise<void>): void {
+  main().catch((error: unknown) => {
+    process.stderr.write(`${service} failed to start: ${(error as Error)?.stack ?? String(error)}\n`);
+    process.exit(1);
+  });
+}

@@ -1,14 +1,8 @@
-import swagger from '@fastify/swagger';
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { ZodTypeProvider } from 'fastify-type-provider-zod';
 import {
-  jsonSchemaTransform,
-  serializerCompiler,
-  validatorCompiler,
-  type ZodTypeProvider,
-} from 'fastify-type-provider-zod';
-import {
+  createApiServer,
   registerAuth,
-  registerErrorHandler,
   registerOpsRoutes,
   type Authenticator,
   type Logger,
@@ -19,7 +13,6 @@ import {
 } from '@rpa/shared';
 import { CommandMetrics } from './commandMetrics.js';
 import { CommandRunner } from './commandRunner.js';
-import { toFastifyLogger } from './http/fastifyLogger.js';
 import { randomIds, type IdSource } from './ids.js';
 import { registerCloseSessionRoute } from './routes/closeSession.js';
 import type { RouteContext } from './routes/context.js';
@@ -65,27 +58,19 @@ export interface CommandApiDeps {
  */
 export async function buildApp(deps: CommandApiDeps): Promise<FastifyInstance> {
   const limits = { ...DEFAULT_LIMITS, ...deps.limits };
-  const app = Fastify({ loggerInstance: toFastifyLogger(deps.logger), bodyLimit: limits.bodyLimitBytes });
-  app.setValidatorCompiler(validatorCompiler);
-  app.setSerializerCompiler(serializerCompiler);
-  registerErrorHandler(app);
-
-  await app.register(swagger, {
+  const app = await createApiServer({
+    logger: deps.logger,
+    bodyLimit: limits.bodyLimitBytes,
     openapi: {
-      info: {
-        title: 'RPA command API',
-        description:
-          'Open browser sessions, submit steps to them and close them. Every call is scoped to the caller’s tenant.',
-        version: '0.1.0',
-      },
+      title: 'RPA command API',
+      description:
+        'Open browser sessions, submit steps to them and close them. Every call is scoped to the caller’s tenant.',
       tags: [{ name: 'sessions', description: 'Session commands' }],
     },
-    transform: jsonSchemaTransform,
   });
 
   registerAuth(app, deps.authenticator);
   registerOpsRoutes(app, { registry: deps.registry, checks: deps.readiness });
-  app.get('/openapi.json', { config: { ops: true }, schema: { hide: true } }, async () => app.swagger());
 
   const metrics = new CommandMetrics(deps.registry);
   const runner = new CommandRunner({

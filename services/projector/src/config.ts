@@ -1,14 +1,10 @@
-import { envFields, EventStoreEnv } from '@rpa/shared';
+import { envFields, ServiceEnv } from '@rpa/shared';
 import { z } from 'zod';
 
 /** The projector's environment, parsed once at start; a bad value names its variable. */
 export const ProjectorEnv = z.object({
-  NATS_URL: envFields.natsUrl(),
-  NATS_PREFIX: envFields.prefix(),
-  LOG_LEVEL: envFields.logLevel(),
-  ...EventStoreEnv,
+  ...ServiceEnv,
   HEALTH_PORT: envFields.port(9091),
-  HOST: envFields.host(),
   /** Replicas of the KV buckets when the projector creates them: 3 on a production cluster. */
   KV_REPLICAS: z.coerce.number().int().min(1).max(5).default(1),
   CHECKPOINT_EVERY_EVENTS: envFields.positiveInt(500),

@@ -1,33 +1,11 @@
-import {
-  closeAll,
-  ConfigError,
-  connectNats,
-  createLogger,
-  createMetricsRegistry,
-  installShutdown,
-  openEventStore,
-  parseEnv,
-  Topology,
-} from '@rpa/shared';
+import { closeAll, installShutdown, openServiceContext, runMain } from '@rpa/shared';
 import { ProjectorEnv } from './config.js';
 import { buildOpsServer } from './opsServer.js';
 import { createProjector } from './projector.js';
 
 async function main(): Promise<void> {
-  let config: ProjectorEnv;
-  try {
-    config = parseEnv(ProjectorEnv, process.env);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    createLogger({ name: 'projector' }).error({ code: error.code }, error.message);
-    process.exit(1);
-  }
-
-  const logger = createLogger({ name: 'projector', level: config.LOG_LEVEL });
-  const topology = new Topology(config.NATS_PREFIX);
-  const registry = createMetricsRegistry('projector');
-  const nc = await connectNats(config.NATS_URL, 'projector');
-  const store = await openEventStore(config, { nc, topology, logger });
+  const ctx = await openServiceContext('projector', ProjectorEnv);
+  const { config, logger, nc, store, topology, registry } = ctx;
   const projector = createProjector({
     nc,
     store,
@@ -49,8 +27,7 @@ async function main(): Promise<void> {
         [
           ['projector', () => projector.close()],
           ['ops server', () => ops.close()],
-          ['event store', () => store.close()],
-          ['nats', () => nc.drain()],
+          ['connections', () => ctx.close()],
         ],
         logger,
       ),
@@ -66,7 +43,4 @@ async function main(): Promise<void> {
   );
 }
 
-main().catch((error: unknown) => {
-  createLogger({ name: 'projector' }).error({ err: error }, 'projector failed to start');
-  process.exit(1);
-});
+runMain('projector', main);

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { envFields, EventStoreEnv } from '@rpa/shared';
+import { envFields, ServiceEnv } from '@rpa/shared';
 
 /** A robot id for this process: `robot-<hostname>-<random>`, restricted to characters safe in names and logs. */
 export function defaultRobotId(host: string = hostname()): string {
@@ -11,10 +11,7 @@ export function defaultRobotId(host: string = hostname()): string {
 
 /** The robot's environment, parsed once at start; a bad value stops the process naming the variable. */
 export const RobotEnv = z.object({
-  NATS_URL: envFields.natsUrl(),
-  NATS_PREFIX: envFields.prefix(),
-  LOG_LEVEL: envFields.logLevel(),
-  ...EventStoreEnv,
+  ...ServiceEnv,
   ROBOT_ID: z
     .string()
     .regex(/^[A-Za-z0-9_.-]{1,200}$/, 'must be 1-200 of A-Z a-z 0-9 _ . -')
@@ -24,7 +21,6 @@ export const RobotEnv = z.object({
   ACK_WAIT_MS: z.coerce.number().int().min(1_000).max(600_000).default(30_000),
   CHROMIUM_PATH: z.string().min(1).optional(),
   HEALTH_PORT: envFields.port(9092),
-  HOST: envFields.host(),
   /** How long a stopping robot lets the steps in hand finish before it interrupts them. */
   SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(120_000).default(15_000),
 });

@@ -1,32 +1,11 @@
-import {
-  ConfigError,
-  connectNats,
-  createLogger,
-  createMetricsRegistry,
-  installShutdown,
-  openEventStore,
-  parseEnv,
-  Topology,
-} from '@rpa/shared';
+import { closeAll, installShutdown, openServiceContext } from '@rpa/shared';
 import { resolveChromiumPath } from './browser.js';
 import { RobotEnv } from './config.js';
 import { buildOpsServer } from './opsServer.js';
 import { createRobot } from './robot.js';
 
-let env: RobotEnv;
-try {
-  env = parseEnv(RobotEnv, process.env);
-} catch (error) {
-  if (!(error instanceof ConfigError)) throw error;
-  process.stderr.write(`robot: ${error.message}\n`);
-  process.exit(1);
-}
-
-const logger = createLogger({ name: 'robot', level: env.LOG_LEVEL });
-const topology = new Topology(env.NATS_PREFIX);
-const nc = await connectNats(env.NATS_URL, env.ROBOT_ID);
-const store = await openEventStore(env, { nc, topology, logger });
-const registry = createMetricsRegistry('robot');
+const ctx = await openServiceContext('robot', RobotEnv, { connectionName: (env) => env.ROBOT_ID });
+const { config: env, logger, nc, store, topology, registry } = ctx;
 const robot = createRobot({
   nc,
   store,
@@ -42,12 +21,15 @@ const app = buildOpsServer(robot, registry);
 
 installShutdown(
   logger,
-  async () => {
-    await robot.stop({ graceMs: env.SHUTDOWN_GRACE_MS });
-    await app.close();
-    await store.close();
-    await nc.drain();
-  },
+  () =>
+    closeAll(
+      [
+        ['robot', () => robot.stop({ graceMs: env.SHUTDOWN_GRACE_MS })],
+        ['ops server', () => app.close()],
+        ['connections', () => ctx.close()],
+      ],
+      logger,
+    ),
   env.SHUTDOWN_GRACE_MS + 10_000,
 );
 

@@ -14,6 +14,24 @@ export function parseEnv<S extends z.ZodObject>(schema: S, env: NodeJS.ProcessEn
   throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`);
 }
 
+/**
+ * For entry files: parses the environment, or prints every bad variable under the service's name and exits 1
+ * before anything is started.
+ */
+export function parseEnvOrExit<S extends z.ZodObject>(
+  service: string,
+  schema: S,
+  env: NodeJS.ProcessEnv = process.env,
+): z.infer<S> {
+  try {
+    return parseEnv(schema, env);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`${service}: ${error.message}\n`);
+    process.exit(1);
+  }
+}
+
 /** Reusable env field parsers. */
 export const envFields = {
   port: (def: number) => z.coerce.number().int().min(0).max(65_535).default(def),
@@ -40,6 +58,11 @@ export const envFields = {
       .default('rpa'),
   logLevel: () => z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   host: (def = '0.0.0.0') => z.string().min(1).default(def),
+  tenant: (def = 'default') =>
+    z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be 1-64 of A-Z a-z 0-9 _ - (it is part of read-model keys)')
+      .default(def),
   positiveInt: (def: number) => z.coerce.number().int().positive().default(def),
   bool: (def: boolean) =>
     z

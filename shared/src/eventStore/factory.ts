@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { ConfigError } from '../errors.js';
+import { envFields } from '../config/env.js';
 import type { Logger } from '../logging/logger.js';
 import type { Topology } from '../nats/topology.js';
 import type { EventStore } from './port.js';
@@ -9,6 +10,18 @@ import type { EventStore } from './port.js';
 export const EventStoreEnv = {
   EVENT_STORE: z.enum(['jetstream', 'kurrentdb']).default('jetstream'),
   KURRENTDB_URL: z.string().optional(),
+};
+
+/**
+ * The variables every service reads: where NATS is, the prefix of its streams and buckets, the log level, the
+ * address to listen on and which event store to use. Each service spreads these into its own schema.
+ */
+export const ServiceEnv = {
+  NATS_URL: envFields.natsUrl(),
+  NATS_PREFIX: envFields.prefix(),
+  LOG_LEVEL: envFields.logLevel(),
+  HOST: envFields.host(),
+  ...EventStoreEnv,
 };
 
 /** Opens the configured event store. JetStream reuses the service's NATS connection. */

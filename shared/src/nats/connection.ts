@@ -1,4 +1,5 @@
 import { connect, type NatsConnection, type ConnectionOptions } from '@nats-io/transport-node';
+import type { Logger } from '../logging/logger.js';
 
 export type { NatsConnection };
 
@@ -19,4 +20,14 @@ export async function connectNats(
     reconnectTimeWait: 500,
     ...extra,
   });
+}
+
+/** Logs the connection's disconnects, reconnects and errors for as long as it lives. */
+export function logNatsStatus(nc: NatsConnection, logger: Logger): void {
+  void (async () => {
+    for await (const status of nc.status()) {
+      if (status.type === 'disconnect' || status.type === 'reconnect' || status.type === 'error')
+        logger.warn({ nats: status.type }, 'NATS connection status changed');
+    }
+  })();
 }

@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify';
-import type { Logger } from '@rpa/shared';
+import type { Logger } from '../logging/logger.js';
 
 type LogFn = FastifyBaseLogger['info'];
 
