@@ -1,0 +1,96 @@
+import websocket from '@fastify/websocket';
+import type { ObjectStore } from '@nats-io/obj';
+import type { FastifyInstance } from 'fastify';
+import {
+  createApiServer,
+  Gauge,
+  registerAuth,
+  registerOpsRoutes,
+  type Authenticator,
+  type EventStore,
+  type Logger,
+  type ReadinessCheck,
+  type Registry,
+} from '@rpa/shared';
+import { FeedHub, type FeedOptions } from './feed/feedHub.js';
+import type { SessionIndex } from './index/sessionIndex.js';
+import { registerArtifactRoutes } from './routes/artifacts.js';
+import { registerEventRoutes } from './routes/events.js';
+import { registerFeedRoute } from './routes/feed.js';
+import { registerSessionRoutes } from './routes/sessions.js';
+
+export interface AppDeps {
+  index: SessionIndex;
+  eventStore: EventStore;
+  artifacts: ObjectStore;
+  authenticator: Authenticator;
+  logger: Logger;
+  registry: Registry;
+  readiness: ReadinessCheck[];
+  feed?: Partial<FeedOptions>;
+}
+
+/**
+ * Builds the query API: REST over the session index, the event store and the artifact store, and the WebSocket
+ * feed. It does not listen; closing it closes every feed connection with 1001.
+ */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const app = await createApiServer({
+    logger: deps.logger,
+    openapi: {
+      title: 'RPA query API',
+      description: 'Read models of sessions, their events and artifacts, and a live WebSocket feed.',
+    },
+  });
+
+  const hub = new FeedHub(deps.index, deps.logger.child({ component: 'feed' }), deps.feed);
+  // Runs before the websocket plugin's own preClose, so clients learn why they are being closed.
+  app.addHook('preClose', async () => hub.closeAll());
+  await app.register(websocket, { options: { maxPayload: hub.wsMaxPayload } });
+
+  registerAuth(app, deps.authenticator);
+  registerOpsRoutes(app, { registry: deps.registry, checks: deps.readiness });
+
+  registerSessionRoutes(app, deps.index);
+  registerEventRoutes(app, deps.eventStore);
+  registerArtifactRoutes(app, deps.index, deps.artifacts);
+  registerFeedRoute(app, hub);
+
+  registerMetrics(deps.registry, deps.index, hub);
+  return app;
+}
+
+function registerMetrics(registry: Registry, index: SessionIndex, hub: FeedHub): void {
+  new Gauge({
+    name: 'rpa_query_index_sessions',
+    help: 'Session documents held in the index',
+    registers: [registry],
+    collect() {
+      this.set(index.stats().sessions);
+    },
+  });
+  new Gauge({
+    name: 'rpa_query_index_skipped_documents',
+    help: 'Invalid session documents skipped since start',
+    registers: [registry],
+    collect() {
+      this.set(index.stats().skipped);
+    },
+  });
+  new Gauge({
+    name: 'rpa_query_feed_connections',
+    help: 'Open WebSocket feed connections',
+    registers: [registry],
+    collect() {
+      this.set(hub.stats().connections);
+    },
+  });
+  new Gauge({
+    name: 'rpa_query_feed_slow_consumers_dropped',
+    help: 'Feed connections dropped for not keeping up, since start',
+    registers: [registry],
+    collect() {
+      this.set(hub.stats().slowDropped);
+    },
+  });
+}
