@@ -35,19 +35,18 @@ export function parseEnvOrExit<S extends z.ZodObject>(
 /** Reusable env field parsers. */
 export const envFields = {
   port: (def: number) => z.coerce.number().int().min(0).max(65_535).default(def),
-  natsUrl: () =>
+  /** A comma-separated list of NATS server URLs, required. */
+  natsUrlList: () =>
     z
       .string()
-      .default('nats://127.0.0.1:4222')
       .refine(
         (s) =>
           s
             .split(',')
             .every((u) => /^(nats|tls|ws|wss):\/\/[^\s]+$/.test(u.trim()) || /^[^\s:/]+:\d+$/.test(u.trim())),
-        {
-          message: 'must be a comma-separated list of nats:// URLs',
-        },
+        { message: 'must be a comma-separated list of nats:// URLs' },
       ),
+  natsUrl: () => envFields.natsUrlList().default('nats://127.0.0.1:4222'),
   prefix: () =>
     z
       .string()

@@ -1,0 +1,157 @@
+import WebSocket from 'ws';
+import type { SessionDocument } from '@rpa/shared';
+
+/** An HTTP call that did not answer with the expected status. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: unknown,
+  ) {
+    super(`HTTP ${status}: ${JSON.stringify(body)}`);
+    this.name = 'ApiError';
+  }
+}
+
+async function call<T>(
+  method: string,
+  url: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<T> {
+  const res = await fetch(url, {
+    method,
+    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  const parsed: unknown = text ? JSON.parse(text) : null;
+  if (!res.ok) throw new ApiError(res.status, parsed);
+  return parsed as T;
+}
+
+/** A thin client of the command and query APIs. */
+export class RpaClient {
+  constructor(
+    readonly commandApiUrl: string,
+    readonly queryApiUrl: string,
+  ) {}
+
+  openSession(body: Record<string, unknown> = {}, headers?: Record<string, string>) {
+    return call<{ sessionId: string; version: number }>(
+      'POST',
+      `${this.commandApiUrl}/v1/sessions`,
+      body,
+      headers,
+    );
+  }
+  submitSteps(sessionId: string, steps: readonly unknown[], headers?: Record<string, string>) {
+    return call<{ steps: Array<{ stepId: string; seq: number }> }>(
+      'POST',
+      `${this.commandApiUrl}/v1/sessions/${sessionId}/steps`,
+      { steps },
+      headers,
+    );
+  }
+  closeSession(sessionId: string) {
+    return call<unknown>('POST', `${this.commandApiUrl}/v1/sessions/${sessionId}/close`, {});
+  }
+  getSession(sessionId: string) {
+    return call<SessionDocument>('GET', `${this.queryApiUrl}/v1/sessions/${sessionId}`);
+  }
+  feed(): Promise<FeedClient> {
+    return FeedClient.connect(`${this.queryApiUrl.replace(/^http/, 'ws')}/v1/feed`);
+  }
+}
+
+type Waiter = { match: (doc: SessionDocument) => boolean; resolve: (doc: SessionDocument) => void };
+
+/** A WebSocket feed subscriber that remembers the latest document per session and lets callers await a state. */
+export class FeedClient {
+  readonly latest = new Map<string, SessionDocument>();
+  readonly frames: unknown[] = [];
+  private readonly waiters = new Set<Waiter>();
+  private readonly listeners = new Set<(doc: SessionDocument) => void>();
+
+  private constructor(private readonly socket: WebSocket) {
+    socket.on('message', (data) => {
+      const frame = JSON.parse(String(data)) as { type: string; document?: SessionDocument };
+      this.frames.push(frame);
+      if (frame.type !== 'session' || !frame.document) return;
+      const doc = frame.document;
+      const prior = this.latest.get(doc.sessionId);
+      if (prior && prior.position > doc.position) return;
+      this.latest.set(doc.sessionId, doc);
+      for (const listener of this.listeners) listener(doc);
+      for (const waiter of [...this.waiters]) {
+        if (waiter.match(doc)) {
+          this.waiters.delete(waiter);
+          waiter.resolve(doc);
+        }
+      }
+    });
+  }
+
+  static async connect(url: string): Promise<FeedClient> {
+    const socket = new WebSocket(url);
+    await new Promise<void>((resolve, reject) => {
+      socket.once('open', () => resolve());
+      socket.once('error', reject);
+    });
+    return new FeedClient(socket);
+  }
+
+  send(message: unknown): void {
+    this.socket.send(JSON.stringify(message));
+  }
+
+  subscribeSession(sessionId: string): void {
+    this.send({ subscribe: { session: sessionId } });
+  }
+
+  subscribeAll(): void {
+    this.send({ subscribe: { all: true } });
+  }
+
+  /** Calls `listener` with every document that arrives. */
+  onDocument(listener: (doc: SessionDocument) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Resolves with the first document (already seen or arriving) that matches, or rejects at the deadline. */
+  waitFor(
+    sessionId: string,
+    match: (doc: SessionDocument) => boolean,
+    timeoutMs = 30_000,
+    what = 'a matching document',
+  ): Promise<SessionDocument> {
+    const current = this.latest.get(sessionId);
+    if (current && match(current)) return Promise.resolve(current);
+    return new Promise((resolve, reject) => {
+      const waiter: Waiter = {
+        match: (doc) => doc.sessionId === sessionId && match(doc),
+        resolve: (doc) => {
+          clearTimeout(timer);
+          resolve(doc);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.waiters.delete(waiter);
+        reject(
+          new Error(
+            `feed: timed out after ${timeoutMs} ms waiting for ${what} of session ${sessionId}; last: ${JSON.stringify(this.latest.get(sessionId)?.steps.map((s) => [s.seq, s.status]))}`,
+          ),
+        );
+      }, timeoutMs);
+      this.waiters.add(waiter);
+    });
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.socket.readyState === WebSocket.CLOSED) return resolve();
+      this.socket.once('close', () => resolve());
+      this.socket.close(1000);
+    });
+  }
+}

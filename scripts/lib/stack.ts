@@ -1,0 +1,208 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort, waitFor } from '@rpa/shared/testing';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export type ServiceName = 'command-api' | 'query-api' | 'projector' | 'robot';
+
+const ENTRY: Record<ServiceName, string> = {
+  'command-api': 'services/command-api/src/server.ts',
+  'query-api': 'services/query-api/src/server.ts',
+  projector: 'services/projector/src/main.ts',
+  robot: 'services/robot/src/main.ts',
+};
+
+/** One service running as its own process, with its recent output kept for error messages. */
+export class ServiceProcess {
+  private readonly tail: string[] = [];
+  private readonly log: WriteStream | null;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+  constructor(
+    readonly name: string,
+    readonly child: ChildProcess,
+    readonly opsUrl: string,
+    logFile: string | null,
+  ) {
+    this.log = logFile ? createWriteStream(logFile, { flags: 'a' }) : null;
+    const keep = (chunk: Buffer) => {
+      this.log?.write(chunk);
+      for (const line of chunk.toString('utf8').split('\n')) {
+        if (!line) continue;
+        this.tail.push(line);
+        if (this.tail.length > 200) this.tail.shift();
+      }
+    };
+    child.stdout?.on('data', keep);
+    child.stderr?.on('data', keep);
+    this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  }
+
+  get running(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  /** The last lines the process printed (pino JSON). */
+  recentOutput(lines = 40): string {
+    return this.tail.slice(-lines).join('\n');
+  }
+
+  kill(signal: NodeJS.Signals): void {
+    if (this.running) this.child.kill(signal);
+  }
+
+  /** SIGTERM, then SIGKILL if it has not exited within the grace period. */
+  async stop(graceMs = 15_000): Promise<void> {
+    if (!this.running) return;
+    this.child.kill('SIGTERM');
+    const timer = setTimeout(() => this.kill('SIGKILL'), graceMs);
+    await this.exited;
+    clearTimeout(timer);
+    await new Promise<void>((resolve) => (this.log ? this.log.end(resolve) : resolve()));
+  }
+}
+
+export interface StackOptions {
+  natsUrl: string;
+  /** NATS name prefix; a unique one lets several stacks share a server. */
+  prefix: string;
+  /** Fixed ports; 0 or absent picks a free one. */
+  ports?: Partial<Record<'commandApi' | 'queryApi' | 'projector', number>>;
+  robots?: number;
+  /** Directory for one log file per process; without it output is only kept in memory. */
+  logDir?: string;
+  logLevel?: string;
+  /** Extra environment for every service (e.g. ACK_WAIT_MS). */
+  env?: Record<string, string>;
+}
+
+export interface Stack {
+  commandApiUrl: string;
+  queryApiUrl: string;
+  services: ServiceProcess[];
+  robots: ServiceProcess[];
+  /** Starts one more robot process and waits until it is ready. */
+  addRobot(extraEnv?: Record<string, string>): Promise<ServiceProcess>;
+  stop(): Promise<void>;
+}
+
+async function launch(
+  service: ServiceName,
+  label: string,
+  env: Record<string, string>,
+  opsPort: number,
+  logDir: string | undefined,
+): Promise<ServiceProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(root, ENTRY[service])], {
+    cwd: root,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  if (logDir) mkdirSync(logDir, { recursive: true });
+  const proc = new ServiceProcess(
+    label,
+    child,
+    `http://127.0.0.1:${opsPort}`,
+    logDir ? join(logDir, `${label}.log`) : null,
+  );
+  try {
+    await waitFor(
+      async () => {
+        if (!proc.running) throw new Error(`${label} exited`);
+        const res = await fetch(`${proc.opsUrl}/readyz`).catch(() => null);
+        return res?.status === 200;
+      },
+      { timeoutMs: 60_000, intervalMs: 100, description: `${label} to be ready` },
+    );
+  } catch (error) {
+    proc.kill('SIGKILL');
+    throw new Error(`${label} did not become ready:\n${proc.recentOutput()}`, { cause: error });
+  }
+  return proc;
+}
+
+/** Starts the four services as processes against a NATS server, and waits until each reports ready. */
+export async function startStack(options: StackOptions): Promise<Stack> {
+  const common: Record<string, string> = {
+    NATS_URL: options.natsUrl,
+    NATS_PREFIX: options.prefix,
+    LOG_LEVEL: options.logLevel ?? 'info',
+    HOST: '127.0.0.1',
+    ...options.env,
+  };
+  const pick = async (p?: number) => (p && p > 0 ? p : freePort());
+  const commandApiPort = await pick(options.ports?.commandApi);
+  const queryApiPort = await pick(options.ports?.queryApi);
+  const projectorPort = await pick(options.ports?.projector);
+  const services: ServiceProcess[] = [];
+  const robots: ServiceProcess[] = [];
+  let robotCount = 0;
+  const addRobot = async (extraEnv: Record<string, string> = {}) => {
+    const port = await freePort();
+    robotCount += 1;
+    const robot = await launch(
+      'robot',
+      `robot-${robotCount}`,
+      {
+        ...common,
+        HEALTH_PORT: String(port),
+        ROBOT_ID: `robot-${robotCount}-${options.prefix}`,
+        ...extraEnv,
+      },
+      port,
+      options.logDir,
+    );
+    robots.push(robot);
+    services.push(robot);
+    return robot;
+  };
+  const stop = async () => {
+    // Robots first, so that they hand their sessions back while the rest is still up.
+    await Promise.all(robots.map((r) => r.stop()));
+    await Promise.all(services.filter((s) => !robots.includes(s)).map((s) => s.stop()));
+  };
+  try {
+    // The projector creates the work stream and KV buckets the others rely on, so it goes first.
+    services.push(
+      await launch(
+        'projector',
+        'projector',
+        { ...common, HEALTH_PORT: String(projectorPort) },
+        projectorPort,
+        options.logDir,
+      ),
+    );
+    const [commandApi, queryApi] = await Promise.all([
+      launch(
+        'command-api',
+        'command-api',
+        { ...common, PORT: String(commandApiPort) },
+        commandApiPort,
+        options.logDir,
+      ),
+      launch(
+        'query-api',
+        'query-api',
+        { ...common, PORT: String(queryApiPort) },
+        queryApiPort,
+        options.logDir,
+      ),
+    ]);
+    services.push(commandApi, queryApi);
+    for (let i = 0; i < (options.robots ?? 1); i++) await addRobot();
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return {
+    commandApiUrl: `http://127.0.0.1:${commandApiPort}`,
+    queryApiUrl: `http://127.0.0.1:${queryApiPort}`,
+    services,
+    robots,
+    addRobot,
+    stop,
+  };
+}
