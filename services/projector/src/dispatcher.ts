@@ -33,57 +33,71 @@ export interface Dispatch {
 }
 
 /**
- * Turns session events into work: SessionOpened into an assignment on the assign subject, each StepSubmitted
- * into a step message and SessionCloseRequested into a close message on the session's own subject (so a close
- * is ordered after the steps submitted before it). The event id is the message id, so a replay after a restart
- * is dropped by JetStream's duplicate window instead of running anything twice.
+ * Turns session events into work: SessionOpened (and SessionResumed) into an assignment on the assign subject,
+ * each StepSubmitted into a step message and SessionCloseRequested into a close message on the session's own
+ * subject (so a close is ordered after the steps submitted before it). SessionCancelled gives both: a close for
+ * the robot holding the session, and an assignment so that some robot cleans up one that nobody holds. Message
+ * ids derive from the event id, so a replay after a restart is dropped by JetStream's duplicate window instead of
+ * running anything twice.
  */
-export function dispatchFor(recorded: RecordedSessionEvent, topology: Topology): Dispatch | null {
+export function dispatchFor(recorded: RecordedSessionEvent, topology: Topology): Dispatch[] {
   const { event, metadata, eventId } = recorded;
   const { sessionId, tenantId } = metadata;
+  const assignment = (reason: AssignmentMessage['reason'], msgID: string): Dispatch => ({
+    kind: 'assignment',
+    subject: topology.assignSubject,
+    msgID,
+    data: encodeMessage(AssignmentMessage, {
+      v: 1,
+      sessionId,
+      tenantId,
+      reason,
+      ...(event.type === 'SessionOpened'
+        ? { labels: event.data.labels, browser: event.data.browser, openedAt: metadata.occurredAt }
+        : {}),
+    }),
+  });
+  const close = (): Dispatch => ({
+    kind: 'close',
+    subject: topology.stepsSubject(sessionId),
+    msgID: eventId,
+    data: encodeMessage(SessionWorkMessage, { v: 1, kind: 'close', sessionId, tenantId }),
+  });
   switch (event.type) {
     case 'SessionOpened':
-      return {
-        kind: 'assignment',
-        subject: topology.assignSubject,
-        msgID: eventId,
-        data: encodeMessage(AssignmentMessage, {
-          v: 1,
-          sessionId,
-          tenantId,
-          labels: event.data.labels,
-          browser: event.data.browser,
-          openedAt: metadata.occurredAt,
-        }),
-      };
+      return [assignment('opened', eventId)];
+    case 'SessionResumed':
+      return [assignment('resumed', eventId)];
+    case 'SessionCancelled':
+      return [close(), assignment('cancelled', `${eventId}.assign`)];
     case 'StepSubmitted':
-      return {
-        kind: 'step',
-        subject: topology.stepsSubject(sessionId),
-        msgID: eventId,
-        data: encodeMessage(SessionWorkMessage, {
-          v: 1,
+      return [
+        {
           kind: 'step',
-          sessionId,
-          tenantId,
-          stepId: event.data.stepId,
-          seq: event.data.seq,
-          step: event.data.step,
-        }),
-      };
+          subject: topology.stepsSubject(sessionId),
+          msgID: eventId,
+          data: encodeMessage(SessionWorkMessage, {
+            v: 1,
+            kind: 'step',
+            sessionId,
+            tenantId,
+            stepId: event.data.stepId,
+            seq: event.data.seq,
+            step: event.data.step,
+          }),
+        },
+      ];
     case 'SessionCloseRequested':
-      return {
-        kind: 'close',
-        subject: topology.stepsSubject(sessionId),
-        msgID: eventId,
-        data: encodeMessage(SessionWorkMessage, { v: 1, kind: 'close', sessionId, tenantId }),
-      };
+      return [close()];
     case 'SessionClaimed':
     case 'StepStarted':
     case 'StepSucceeded':
     case 'StepFailed':
+    case 'SessionCheckpointed':
+    case 'SessionRecovered':
+    case 'SessionNeedsAttention':
     case 'SessionClosed':
-      return null;
+      return [];
     default:
       return assertNever(event);
   }
@@ -110,8 +124,10 @@ export class StepDispatcher {
 
   /** Publishes the event's work, if any; throws when JetStream does not acknowledge it (retry: it is deduplicated). */
   async handle(recorded: RecordedSessionEvent): Promise<void> {
-    const dispatch = dispatchFor(recorded, this.topology);
-    if (!dispatch) return;
+    for (const dispatch of dispatchFor(recorded, this.topology)) await this.publish(recorded, dispatch);
+  }
+
+  private async publish(recorded: RecordedSessionEvent, dispatch: Dispatch): Promise<void> {
     const ack = await this.js.publish(dispatch.subject, dispatch.data, {
       msgID: dispatch.msgID,
       timeout: this.publishTimeoutMs,

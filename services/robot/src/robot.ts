@@ -134,7 +134,7 @@ export function createRobot(deps: RobotDeps): Robot {
         retryDelayMs: deps.retryDelayMs ?? 5_000,
         logger,
         metrics,
-        createRunner: (owner, assignment) => new SessionRunner(runnerDeps, owner, assignment.browser),
+        createRunner: (owner, assignment) => new SessionRunner(runnerDeps, owner, assignment.browser ?? {}),
       });
       puller.start();
       logger.info({ maxSessions: deps.maxSessions, ackWaitMs }, 'robot started');

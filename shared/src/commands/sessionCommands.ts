@@ -1,4 +1,4 @@
-import type { Actor, BrowserOptions } from '../events/sessionEvents.js';
+import type { Actor, AttentionCode, BrowserOptions } from '../events/sessionEvents.js';
 import type { StepError, StepOutput, StepSpec } from '../steps/stepSpec.js';
 
 /**
@@ -40,6 +40,17 @@ export interface RequestClose extends CommandBase {
   reason: string | null;
 }
 
+/** An operator lets a session that needs attention go on, without replaying the steps it was stopped for. */
+export interface ResumeSession extends CommandBase {
+  type: 'ResumeSession';
+}
+
+/** An operator ends a session for good. */
+export interface CancelSession extends CommandBase {
+  type: 'CancelSession';
+  reason: string | null;
+}
+
 export interface ClaimSession extends CommandBase {
   type: 'ClaimSession';
   robotId: string;
@@ -57,12 +68,38 @@ export interface StartStep extends RobotReport {
   attempt: number;
 }
 
+/** A restore point taken right after a step, recorded atomically with the step's success. */
+export interface RestorePointRef {
+  stateKey: string;
+  url: string;
+  trigger: 'document' | 'step';
+}
+
 export interface CompleteStep extends RobotReport {
   type: 'CompleteStep';
   stepId: string;
   attempt: number;
   durationMs: number;
   outcome: { status: 'succeeded'; output: StepOutput } | { status: 'failed'; error: StepError };
+  /** Only with a success: the restore point taken right after the step. */
+  checkpoint?: RestorePointRef;
+}
+
+/** The owner rebuilt the browser from a restore point and the steps after it. */
+export interface RecordRecovery extends RobotReport {
+  type: 'RecordRecovery';
+  fromCheckpoint: { afterStepSeq: number; stateKey: string } | null;
+  replayedSteps: number;
+  skippedSteps: number;
+  durationMs: number;
+}
+
+/** The owner stops the session for an operator instead of repeating what must not run twice. */
+export interface FlagAttention extends RobotReport {
+  type: 'FlagAttention';
+  code: AttentionCode;
+  reason: string;
+  stepIds: string[];
 }
 
 export interface ConfirmClose extends RobotReport {
@@ -70,5 +107,15 @@ export interface ConfirmClose extends RobotReport {
 }
 
 export type SessionCommand =
-  OpenSession | SubmitSteps | RequestClose | ClaimSession | StartStep | CompleteStep | ConfirmClose;
+  | OpenSession
+  | SubmitSteps
+  | RequestClose
+  | ResumeSession
+  | CancelSession
+  | ClaimSession
+  | StartStep
+  | CompleteStep
+  | RecordRecovery
+  | FlagAttention
+  | ConfirmClose;
 export type SessionCommandType = SessionCommand['type'];

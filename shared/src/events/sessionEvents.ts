@@ -2,6 +2,10 @@ import { z } from 'zod';
 import { StepError, StepOutput, StepSpec } from '../steps/stepSpec.js';
 
 const Iso = z.iso.datetime({ offset: true });
+/** Why a session needs an operator. */
+export const AttentionCode = z.enum(['UNSAFE_REPLAY', 'UNCERTAIN_STEP', 'REPLAY_FAILED']);
+export type AttentionCode = z.infer<typeof AttentionCode>;
+
 const RobotRef = { robotId: z.string().min(1).max(200), epoch: z.number().int().positive() };
 
 export const BrowserOptions = z.strictObject({
@@ -60,6 +64,38 @@ export const SessionEventData = {
     durationMs: z.number().nonnegative(),
     ...RobotRef,
   }),
+  /**
+   * A restore point: the browser's storage state (in the restore-points object store under `stateKey`, never in
+   * the event: it holds cookies) and URL, exactly as they were after step `afterStepSeq` and before the next one.
+   */
+  SessionCheckpointed: z.strictObject({
+    afterStepSeq: z.number().int().positive(),
+    stateKey: z.string().min(1).max(500),
+    url: z.string().max(8_192),
+    trigger: z.enum(['document', 'step']),
+    ...RobotRef,
+  }),
+  /** A new owner rebuilt the browser: restored `fromCheckpoint` (or a blank page) and replayed the steps after it. */
+  SessionRecovered: z.strictObject({
+    fromCheckpoint: z
+      .strictObject({ afterStepSeq: z.number().int().positive(), stateKey: z.string() })
+      .nullable(),
+    replayedSteps: z.number().int().nonnegative(),
+    skippedSteps: z.number().int().nonnegative(),
+    durationMs: z.number().nonnegative(),
+    ...RobotRef,
+  }),
+  /** Recovery stopped rather than repeat steps that must not run twice; an operator resumes or cancels. */
+  SessionNeedsAttention: z.strictObject({
+    code: AttentionCode,
+    reason: z.string().max(2_000),
+    stepIds: z.array(z.string()).max(10_000),
+    ...RobotRef,
+  }),
+  /** An operator let the session go on; recovery will not replay the steps in `skipReplay`. */
+  SessionResumed: z.strictObject({ skipReplay: z.array(z.string()).max(10_000) }),
+  /** An operator ended the session for good; no further step runs. */
+  SessionCancelled: z.strictObject({ reason: z.string().max(500).nullable() }),
   SessionCloseRequested: z.strictObject({ reason: z.string().max(500).nullable() }),
   SessionClosed: z.strictObject({ robotId: z.string().nullable(), epoch: z.number().int().nonnegative() }),
 } as const;
@@ -75,6 +111,11 @@ export const CURRENT_SCHEMA_VERSION: Record<SessionEventType, number> = {
   StepStarted: 1,
   StepSucceeded: 1,
   StepFailed: 1,
+  SessionCheckpointed: 1,
+  SessionRecovered: 1,
+  SessionNeedsAttention: 1,
+  SessionResumed: 1,
+  SessionCancelled: 1,
   SessionCloseRequested: 1,
   SessionClosed: 1,
 };

@@ -3,14 +3,19 @@ import { SchemaError } from '../errors.js';
 import { BrowserOptions, Labels } from '../events/sessionEvents.js';
 import { StepSpec } from '../steps/stepSpec.js';
 
-/** A session waiting for a robot: published on the assign subject when the session opens. */
+/**
+ * A session waiting for a robot: published on the assign subject when the session opens, when an operator resumes
+ * it, and when it is cancelled (so that a robot cleans its work up). The robot reads everything else it needs from
+ * the session's stream.
+ */
 export const AssignmentMessage = z.strictObject({
   v: z.literal(1),
   sessionId: z.string(),
   tenantId: z.string(),
-  labels: Labels,
-  browser: BrowserOptions,
-  openedAt: z.string(),
+  reason: z.enum(['opened', 'resumed', 'cancelled']).default('opened'),
+  labels: Labels.optional(),
+  browser: BrowserOptions.optional(),
+  openedAt: z.string().optional(),
 });
 export type AssignmentMessage = z.infer<typeof AssignmentMessage>;
 

@@ -35,6 +35,7 @@ export class Topology {
   readonly checkpointsBucket: string;
   readonly robotsBucket: string;
   readonly artifactsBucket: string;
+  readonly restorePointsBucket: string;
   readonly assignmentsConsumer = 'assignments';
 
   constructor(readonly prefix: string = 'rpa') {
@@ -47,6 +48,8 @@ export class Topology {
     this.checkpointsBucket = `${prefix}_checkpoints`;
     this.robotsBucket = `${prefix}_robots`;
     this.artifactsBucket = `${prefix}_artifacts`;
+    // Apart from artifacts on purpose: restore points hold cookies, and nothing serves this bucket over HTTP.
+    this.restorePointsBucket = `${prefix}_restore_points`;
   }
 
   /** Subject of one event-store stream (one per session). */
@@ -75,6 +78,15 @@ export class Topology {
   /** Object-store name of a step's screenshot. */
   artifactKey(sessionId: string, stepId: string, extension = 'png'): string {
     return `${sessionId}.${stepId}.${extension}`;
+  }
+
+  /** Object name of a restore point: the session, the step it follows and the epoch that took it. */
+  restorePointKey(sessionId: string, afterStepSeq: number, epoch: number): string {
+    return `${sessionId}.${afterStepSeq}.${epoch}`;
+  }
+  /** Key of a robot's heartbeat in the robots bucket. */
+  robotKey(robotId: string): string {
+    return robotId;
   }
 
   eventsStreamConfig(): Partial<StreamConfig> {

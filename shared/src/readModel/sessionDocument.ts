@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { BrowserOptions, Labels } from '../events/sessionEvents.js';
+import { AttentionCode, BrowserOptions, Labels } from '../events/sessionEvents.js';
 import { STEP_ACTIONS, StepError, StepOutput } from '../steps/stepSpec.js';
 
 export const StepDocumentStatus = z.enum(['queued', 'running', 'succeeded', 'failed']);
@@ -23,7 +23,36 @@ export const StepDocument = z.object({
 });
 export type StepDocument = z.infer<typeof StepDocument>;
 
-export const SessionDocumentStatus = z.enum(['open', 'closing', 'closed']);
+export const SessionDocumentStatus = z.enum(['open', 'closing', 'needs_attention', 'closed', 'cancelled']);
+
+/** Why the session waits for an operator (status needs_attention). */
+export const AttentionDocument = z.object({
+  code: AttentionCode,
+  reason: z.string(),
+  stepIds: z.array(z.string()),
+  /** The status the session returns to when resumed. */
+  resumeTo: z.enum(['open', 'closing']),
+  at: z.string(),
+});
+
+/** The newest restore point; its storage state is never in a read model, only where it is kept. */
+export const CheckpointDocument = z.object({
+  afterStepSeq: z.number().int().positive(),
+  url: z.string(),
+  trigger: z.enum(['document', 'step']),
+  at: z.string(),
+});
+
+/** The last time a robot rebuilt this session's browser. */
+export const RecoveryDocument = z.object({
+  robotId: z.string(),
+  epoch: z.number().int().positive(),
+  fromCheckpointSeq: z.number().int().positive().nullable(),
+  replayedSteps: z.number().int().nonnegative(),
+  skippedSteps: z.number().int().nonnegative(),
+  durationMs: z.number().nonnegative(),
+  at: z.string(),
+});
 
 /**
  * The read model of one session, kept in the sessions KV bucket under `<tenantId>.<sessionId>`. `position` is the
@@ -41,6 +70,10 @@ export const SessionDocument = z.object({
   createdAt: z.string(),
   updatedAt: z.string(),
   closedAt: z.string().nullable(),
+  attention: AttentionDocument.nullable().default(null),
+  checkpoint: CheckpointDocument.nullable().default(null),
+  recoveries: z.number().int().nonnegative().default(0),
+  lastRecovery: RecoveryDocument.nullable().default(null),
   stepCounts: z.object({
     total: z.number().int().nonnegative(),
     queued: z.number().int().nonnegative(),

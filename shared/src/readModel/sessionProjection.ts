@@ -40,6 +40,7 @@ function boundedOutput(output: StepOutput): { output: StepOutput; truncated: boo
       if (output.title.length <= cellChars) return { output, truncated: false };
       return { output: { ...output, title: cut(output.title, cellChars) }, truncated: true };
     case 'artifact':
+    case 'checkpoint':
     case 'none':
       return { output, truncated: false };
     default:
@@ -99,6 +100,10 @@ export function applyToDocument(
       createdAt: at,
       updatedAt: at,
       closedAt: null,
+      attention: null,
+      checkpoint: null,
+      recoveries: 0,
+      lastRecovery: null,
       stepCounts: countSteps([]),
       steps: [],
       version: revision,
@@ -176,14 +181,51 @@ export function applyToDocument(
       const steps = replaceStep(doc, index, next);
       return { ...touched, steps, stepCounts: countSteps(steps) };
     }
+    case 'SessionCheckpointed': {
+      const { afterStepSeq, url, trigger } = event.data;
+      if (doc.checkpoint && doc.checkpoint.afterStepSeq > afterStepSeq) return touched;
+      return { ...touched, checkpoint: { afterStepSeq, url, trigger, at } };
+    }
+    case 'SessionRecovered': {
+      const { robotId, epoch, fromCheckpoint, replayedSteps, skippedSteps, durationMs } = event.data;
+      return {
+        ...touched,
+        recoveries: doc.recoveries + 1,
+        lastRecovery: {
+          robotId,
+          epoch,
+          fromCheckpointSeq: fromCheckpoint?.afterStepSeq ?? null,
+          replayedSteps,
+          skippedSteps,
+          durationMs,
+          at,
+        },
+      };
+    }
+    case 'SessionNeedsAttention': {
+      if (doc.status !== 'open' && doc.status !== 'closing') return touched;
+      const { code, reason, stepIds } = event.data;
+      return {
+        ...touched,
+        status: 'needs_attention',
+        attention: { code, reason, stepIds, resumeTo: doc.status, at },
+      };
+    }
+    case 'SessionResumed':
+      if (doc.status !== 'needs_attention') return touched;
+      return { ...touched, status: doc.attention?.resumeTo ?? 'open', attention: null };
+    case 'SessionCancelled':
+      if (doc.status === 'closed' || doc.status === 'cancelled') return touched;
+      return { ...touched, status: 'cancelled', attention: null, closedAt: at };
     case 'SessionCloseRequested':
       if (doc.status !== 'open') return touched;
       return { ...touched, status: 'closing' };
     case 'SessionClosed':
-      if (doc.status === 'closed') return touched;
+      if (doc.status === 'closed' || doc.status === 'cancelled') return touched;
       return {
         ...touched,
         status: 'closed',
+        attention: null,
         closedAt: at,
         robotId: event.data.robotId ?? doc.robotId,
       };

@@ -1,6 +1,6 @@
 import type { SessionCommand } from '../commands/sessionCommands.js';
 import type { SessionEvent } from '../events/sessionEvents.js';
-import type { SessionState } from './state.js';
+import { isTerminal, type SessionState } from './state.js';
 
 /** Why a command was refused; each code maps to one HTTP status at the edge. */
 export type RejectionCode =
@@ -81,7 +81,8 @@ export function decide(command: SessionCommand, state: SessionState): Decision {
         return true;
       });
       if (command.steps.length > 0 && fresh.length === 0) return accept([]);
-      if (state.status !== 'open')
+      // A session waiting for an operator still queues steps: they run once it is resumed.
+      if (state.status !== 'open' && state.status !== 'needs_attention')
         return reject('ILLEGAL_TRANSITION', `session is ${state.status}: it takes no more steps`);
       if (state.order.length + fresh.length > MAX_STEPS_PER_SESSION) {
         return reject('SESSION_STEP_LIMIT', `a session holds at most ${MAX_STEPS_PER_SESSION} steps`);
@@ -94,10 +95,25 @@ export function decide(command: SessionCommand, state: SessionState): Decision {
       );
     }
     case 'RequestClose':
+      if (state.status === 'needs_attention')
+        return reject('ILLEGAL_TRANSITION', 'session needs attention: resume or cancel it');
       if (state.status !== 'open') return accept([]);
       return accept([{ type: 'SessionCloseRequested', data: { reason: command.reason } }]);
-    case 'ClaimSession':
+    case 'ResumeSession':
+      if (state.status !== 'needs_attention')
+        return reject(
+          'ILLEGAL_TRANSITION',
+          `session is ${state.status}: only a session that needs attention resumes`,
+        );
+      return accept([{ type: 'SessionResumed', data: { skipReplay: state.attention.stepIds } }]);
+    case 'CancelSession':
+      if (state.status === 'cancelled') return accept([]);
       if (state.status === 'closed') return reject('ILLEGAL_TRANSITION', 'session is closed');
+      return accept([{ type: 'SessionCancelled', data: { reason: command.reason } }]);
+    case 'ClaimSession':
+      if (isTerminal(state)) return reject('ILLEGAL_TRANSITION', `session is ${state.status}`);
+      if (state.status === 'needs_attention')
+        return reject('ILLEGAL_TRANSITION', 'session needs attention: an operator must resume it first');
       if (state.owner?.robotId === command.robotId) return accept([]);
       return accept([
         {
@@ -111,6 +127,8 @@ export function decide(command: SessionCommand, state: SessionState): Decision {
       ]);
     case 'StartStep':
     case 'CompleteStep':
+    case 'RecordRecovery':
+    case 'FlagAttention':
     case 'ConfirmClose': {
       if (state.owner === null || state.owner.robotId !== command.robotId || command.epoch !== state.epoch) {
         return reject(
@@ -118,15 +136,34 @@ export function decide(command: SessionCommand, state: SessionState): Decision {
           `robot ${command.robotId} at epoch ${command.epoch} does not own the session (epoch ${state.epoch})`,
         );
       }
+      const robot = { robotId: command.robotId, epoch: command.epoch };
       if (command.type === 'ConfirmClose') {
-        if (state.status === 'closed') return accept([]);
+        if (isTerminal(state)) return accept([]);
         if (state.status !== 'closing') return reject('ILLEGAL_TRANSITION', 'session was not asked to close');
-        return accept([{ type: 'SessionClosed', data: { robotId: command.robotId, epoch: command.epoch } }]);
+        return accept([{ type: 'SessionClosed', data: robot }]);
+      }
+      if (command.type === 'FlagAttention') {
+        if (state.status === 'needs_attention') return accept([]);
+        if (isTerminal(state)) return reject('ILLEGAL_TRANSITION', `session is ${state.status}`);
+        const { code, reason, stepIds } = command;
+        return accept([{ type: 'SessionNeedsAttention', data: { code, reason, stepIds, ...robot } }]);
+      }
+      if (command.type === 'RecordRecovery') {
+        if (state.status !== 'open' && state.status !== 'closing')
+          return reject('ILLEGAL_TRANSITION', `session is ${state.status}`);
+        const { fromCheckpoint, replayedSteps, skippedSteps, durationMs } = command;
+        return accept([
+          {
+            type: 'SessionRecovered',
+            data: { fromCheckpoint, replayedSteps, skippedSteps, durationMs, ...robot },
+          },
+        ]);
       }
       const step = state.steps[command.stepId];
       if (!step) return reject('STEP_NOT_FOUND', `step ${command.stepId} not found`);
       if (step.status === 'succeeded' || step.status === 'failed') return accept([]);
-      if (state.status === 'closed') return reject('ILLEGAL_TRANSITION', 'session is closed');
+      if (state.status !== 'open' && state.status !== 'closing')
+        return reject('ILLEGAL_TRANSITION', `session is ${state.status}: no step runs`);
       const ref = {
         stepId: step.stepId,
         seq: step.seq,
@@ -138,16 +175,23 @@ export function decide(command: SessionCommand, state: SessionState): Decision {
         if (step.status === 'running' && step.attempts >= command.attempt) return accept([]);
         return accept([{ type: 'StepStarted', data: ref }]);
       }
+      if (command.outcome.status === 'failed') {
+        return accept([
+          {
+            type: 'StepFailed',
+            data: { ...ref, error: command.outcome.error, durationMs: command.durationMs },
+          },
+        ]);
+      }
+      const succeeded: SessionEvent = {
+        type: 'StepSucceeded',
+        data: { ...ref, output: command.outcome.output, durationMs: command.durationMs },
+      };
+      if (!command.checkpoint) return accept([succeeded]);
+      // One append: the restore point exists exactly when the step it follows is recorded as done.
       return accept([
-        command.outcome.status === 'succeeded'
-          ? {
-              type: 'StepSucceeded',
-              data: { ...ref, output: command.outcome.output, durationMs: command.durationMs },
-            }
-          : {
-              type: 'StepFailed',
-              data: { ...ref, error: command.outcome.error, durationMs: command.durationMs },
-            },
+        succeeded,
+        { type: 'SessionCheckpointed', data: { afterStepSeq: step.seq, ...command.checkpoint, ...robot } },
       ]);
     }
     default:

@@ -8,6 +8,9 @@ export {
 export { evolve } from './evolve.js';
 export {
   initialState,
+  isTerminal,
+  type Attention,
+  type RestorePoint,
   type SessionState,
   type SessionStatus,
   type StepState,

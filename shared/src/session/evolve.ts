@@ -1,5 +1,5 @@
 import type { SessionEvent, SessionEventMetadata } from '../events/sessionEvents.js';
-import type { SessionState, StepState } from './state.js';
+import { isTerminal, type SessionState, type StepState } from './state.js';
 
 function assertNever(x: never): never {
   return x;
@@ -21,6 +21,7 @@ export function evolve(
         status: 'open',
         sessionId: metadata.sessionId,
         tenantId: metadata.tenantId,
+        browser: event.data.browser,
         epoch: 0,
         owner: null,
         lastSeq: 0,
@@ -31,6 +32,8 @@ export function evolve(
           idempotencyKey: metadata.idempotencyKey ?? null,
           requestHash: metadata.requestHash ?? null,
         },
+        checkpoint: null,
+        replaySkips: [],
       };
     case 'StepSubmitted': {
       if (state.status === 'none' || state.steps[event.data.stepId]) return state;
@@ -82,13 +85,44 @@ export function evolve(
             };
       return { ...state, steps: { ...state.steps, [step.stepId]: next } };
     }
+    case 'SessionCheckpointed': {
+      if (state.status === 'none') return state;
+      const { afterStepSeq, stateKey, url } = event.data;
+      // Only a newer point replaces the one held: recovery always starts from the newest.
+      if (state.checkpoint && state.checkpoint.afterStepSeq > afterStepSeq) return state;
+      return { ...state, checkpoint: { afterStepSeq, stateKey, url } };
+    }
+    case 'SessionRecovered':
+      return state;
+    case 'SessionNeedsAttention': {
+      if (state.status !== 'open' && state.status !== 'closing') return state;
+      const { code, reason, stepIds } = event.data;
+      return {
+        ...state,
+        status: 'needs_attention',
+        attention: { code, reason, stepIds, resumeTo: state.status },
+      };
+    }
+    case 'SessionResumed': {
+      if (state.status !== 'needs_attention') return state;
+      const { attention: _attention, ...rest } = state;
+      const skips = new Set([...state.replaySkips, ...event.data.skipReplay]);
+      return { ...rest, status: state.attention.resumeTo, replaySkips: [...skips] };
+    }
+    case 'SessionCancelled': {
+      if (state.status === 'none' || isTerminal(state)) return state;
+      const { attention: _attention, ...rest } = state as typeof state & { attention?: unknown };
+      return { ...rest, status: 'cancelled' };
+    }
     case 'SessionCloseRequested':
       if (state.status !== 'open') return state;
       return { ...state, status: 'closing' };
-    case 'SessionClosed':
-      if (state.status === 'none' || state.status === 'closed') return state;
+    case 'SessionClosed': {
+      if (state.status === 'none' || isTerminal(state)) return state;
       // The owner stays recorded so that its duplicate ConfirmClose or late report decides to nothing, not STALE_EPOCH.
-      return { ...state, status: 'closed' };
+      const { attention: _attention, ...rest } = state as typeof state & { attention?: unknown };
+      return { ...rest, status: 'closed' };
+    }
     default:
       return assertNever(event);
   }

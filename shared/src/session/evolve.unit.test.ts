@@ -49,6 +49,7 @@ describe('evolve', () => {
       status: 'open',
       sessionId: 's1',
       tenantId: 't1',
+      browser: opened.data.browser,
       epoch: 0,
       owner: null,
       lastSeq: 0,
@@ -56,6 +57,8 @@ describe('evolve', () => {
       order: [],
       submissions: {},
       openedWith: { idempotencyKey: 'k', requestHash: 'h' },
+      checkpoint: null,
+      replaySkips: [],
     });
   });
 

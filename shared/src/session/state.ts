@@ -1,3 +1,4 @@
+import type { AttentionCode, BrowserOptions } from '../events/sessionEvents.js';
 import type { StepAction } from '../steps/stepSpec.js';
 
 export type StepStatus = 'queued' | 'running' | 'succeeded' | 'failed';
@@ -22,9 +23,25 @@ export interface Submission {
   steps: Array<{ stepId: string; seq: number }>;
 }
 
+/** The newest restore point: storage state (by reference) and URL as they were right after step `afterStepSeq`. */
+export interface RestorePoint {
+  afterStepSeq: number;
+  stateKey: string;
+  url: string;
+}
+
+/** Why the session waits for an operator, and the status it returns to when resumed. */
+export interface Attention {
+  code: AttentionCode;
+  reason: string;
+  stepIds: string[];
+  resumeTo: 'open' | 'closing';
+}
+
 interface Existing {
   sessionId: string;
   tenantId: string;
+  browser: BrowserOptions;
   /** Highest epoch ever claimed; 0 before the first claim. */
   epoch: number;
   owner: Owner | null;
@@ -34,6 +51,9 @@ interface Existing {
   order: string[];
   submissions: Record<string, Submission>;
   openedWith: { idempotencyKey: string | null; requestHash: string | null };
+  checkpoint: RestorePoint | null;
+  /** Step ids an operator allowed recovery to skip instead of replaying them. */
+  replaySkips: string[];
 }
 
 /** The session aggregate's state: a union on `status`. */
@@ -41,9 +61,16 @@ export type SessionState =
   | { status: 'none' }
   | (Existing & { status: 'open' })
   | (Existing & { status: 'closing' })
-  | (Existing & { status: 'closed' });
+  | (Existing & { status: 'needs_attention'; attention: Attention })
+  | (Existing & { status: 'closed' })
+  | (Existing & { status: 'cancelled' });
 
 export type SessionStatus = SessionState['status'];
 
 /** The state of a session that has no events yet. */
 export const initialState = (): SessionState => ({ status: 'none' });
+
+/** Closed and cancelled sessions are over: nothing runs in them again. */
+export function isTerminal(state: SessionState): boolean {
+  return state.status === 'closed' || state.status === 'cancelled';
+}

@@ -61,6 +61,12 @@ export const ScreenshotStep = z.strictObject({
   ...common,
 });
 
+/**
+ * The author's declaration that the page's state is fully captured by its storage (cookies, localStorage) and URL,
+ * after a login say: the robot takes a restore point here, and recovery never replays the steps before it.
+ */
+export const CheckpointStep = z.strictObject({ action: z.literal('checkpoint'), ...common });
+
 /** One unit of browser work, as an automation author submits it. Steps are data: nothing in them is evaluated. */
 export const StepSpec = z.discriminatedUnion('action', [
   NavigateStep,
@@ -71,6 +77,7 @@ export const StepSpec = z.discriminatedUnion('action', [
   ExtractTextStep,
   ExtractTableStep,
   ScreenshotStep,
+  CheckpointStep,
 ]);
 export type StepSpec = z.infer<typeof StepSpec>;
 export type StepAction = StepSpec['action'];
@@ -115,6 +122,17 @@ export const StepOutput = z.union([
     contentType: z.string(),
     bytes: z.number().int().nonnegative(),
   }),
+  z.strictObject({ kind: z.literal('checkpoint'), url: z.string() }),
   z.strictObject({ kind: z.literal('none') }),
+]);
+
+/**
+ * Steps that only read the page. Recovery does not replay them: the page after them is the page before them.
+ */
+export const READ_ONLY_ACTIONS: ReadonlySet<StepAction> = new Set([
+  'extractText',
+  'extractTable',
+  'screenshot',
+  'checkpoint',
 ]);
 export type StepOutput = z.infer<typeof StepOutput>;

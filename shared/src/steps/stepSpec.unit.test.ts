@@ -16,6 +16,7 @@ const valid: Record<StepAction, unknown> = {
   extractText: { action: 'extractText', selector: 'h1' },
   extractTable: { action: 'extractTable', selector: 'table#orders' },
   screenshot: { action: 'screenshot', fullPage: true },
+  checkpoint: { action: 'checkpoint', timeoutMs: 5_000 },
 };
 
 function issues(input: unknown): string[] {

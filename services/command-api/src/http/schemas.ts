@@ -42,9 +42,12 @@ export const SubmitStepsResponse = z.object({
 
 export const CloseSessionBody = z.strictObject({ reason: z.string().max(500).optional() }).nullish();
 
+/** A session's status as the command side sees it right after a command. */
+export const SessionStatusBody = z.enum(['open', 'closing', 'needs_attention', 'closed', 'cancelled']);
+
 export const CloseSessionResponse = z.object({
   sessionId: z.string(),
-  status: z.enum(['open', 'closing', 'closed']),
+  status: SessionStatusBody,
 });
 
 export const ErrorResponse = z.object({

@@ -1,4 +1,5 @@
 import type { StepOutput, StepSpec } from '@rpa/shared';
+import { checkpoint } from './checkpoint.js';
 import { click } from './click.js';
 import type { StepContext } from './context.js';
 import { StepFailure } from './errors.js';
@@ -48,6 +49,8 @@ function dispatch(step: StepSpec, ctx: StepContext): Promise<StepOutput> {
       return extractTable(step, ctx);
     case 'screenshot':
       return screenshot(step, ctx);
+    case 'checkpoint':
+      return checkpoint(step, ctx);
     default:
       return assertNever(step);
   }
