@@ -26,3 +26,4 @@ export * from './http/fastifyLogger.js';
 export * from './http/apiServer.js';
 export * from './readModel/sessionProjection.js';
 export { JetStreamEventStore, type JetStreamEventStoreOptions } from './eventStore/jetstream.js';
+export * from './readModel/robotHeartbeat.js';
