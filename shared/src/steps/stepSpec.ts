@@ -92,6 +92,8 @@ export const StepErrorCode = z.enum([
   'TIMEOUT',
   'NAVIGATION_FAILED',
   'BROWSER_ERROR',
+  /** The step was cut off by a crash and an operator chose not to run it again (it must not run twice). */
+  'INTERRUPTED',
   'INTERNAL',
 ]);
 export type StepErrorCode = z.infer<typeof StepErrorCode>;
