@@ -27,3 +27,4 @@ export * from './http/apiServer.js';
 export * from './readModel/sessionProjection.js';
 export { JetStreamEventStore, type JetStreamEventStoreOptions } from './eventStore/jetstream.js';
 export * from './readModel/robotHeartbeat.js';
+export { stateHash, NotHashableError } from './session/stateHash.js';

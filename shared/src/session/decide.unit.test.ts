@@ -1,10 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import type {
+  CancelSession,
   ClaimSession,
   CompleteStep,
   ConfirmClose,
+  FlagAttention,
   OpenSession,
+  RecordRecovery,
   RequestClose,
+  ResumeSession,
   SessionCommand,
   StartStep,
   SubmitSteps,
@@ -164,6 +168,74 @@ const closed = (robotId: string, epoch: number): SessionEvent => ({
 
 const openWithSteps: Given[] = [opened(), submitted('a', 1), submitted('b', 2)];
 const ownedByR1: Given[] = [...openWithSteps, claimed('r1', 1)];
+
+// --- operator commands, recovery reports and their events ---
+const resume = (): ResumeSession => ({ ...base(), type: 'ResumeSession' });
+const cancel = (reason: string | null = 'not needed any more'): CancelSession => ({
+  ...base(),
+  type: 'CancelSession',
+  reason,
+});
+const flag = (robotId: string, epoch: number, stepIds = ['b']): FlagAttention => ({
+  ...base(),
+  type: 'FlagAttention',
+  robotId,
+  epoch,
+  code: 'UNSAFE_REPLAY',
+  reason: 'step b must not run twice',
+  stepIds,
+});
+const recover = (robotId: string, epoch: number): RecordRecovery => ({
+  ...base(),
+  type: 'RecordRecovery',
+  robotId,
+  epoch,
+  fromCheckpoint: { afterStepSeq: 1, stateKey: 's1.1.1' },
+  replayedSteps: 1,
+  skippedSteps: 0,
+  durationMs: 850,
+});
+const restorePoint = { stateKey: 's1.1.1', url: 'https://example.com/home', trigger: 'document' } as const;
+const succeedWithCheckpoint = (robotId: string, epoch: number, stepId: string): CompleteStep => ({
+  ...succeed(robotId, epoch, stepId),
+  checkpoint: restorePoint,
+});
+
+const needsAttention = (robotId: string, epoch: number, stepIds = ['b']): SessionEvent => ({
+  type: 'SessionNeedsAttention',
+  data: { code: 'UNSAFE_REPLAY', reason: 'step b must not run twice', stepIds, robotId, epoch },
+});
+const resumed = (skipReplay: string[]): SessionEvent => ({ type: 'SessionResumed', data: { skipReplay } });
+const cancelled = (reason: string | null = 'not needed any more'): SessionEvent => ({
+  type: 'SessionCancelled',
+  data: { reason },
+});
+const recovered = (robotId: string, epoch: number): SessionEvent => ({
+  type: 'SessionRecovered',
+  data: {
+    fromCheckpoint: { afterStepSeq: 1, stateKey: 's1.1.1' },
+    replayedSteps: 1,
+    skippedSteps: 0,
+    durationMs: 850,
+    robotId,
+    epoch,
+  },
+});
+
+// One history per status the new rules distinguish; r1 owns each at epoch 1.
+const closingByR1: Given[] = [...ownedByR1, closeRequested];
+const attentionByR1: Given[] = [...ownedByR1, needsAttention('r1', 1)];
+const cancelledByR1: Given[] = [...ownedByR1, cancelled()];
+const closedByR1: Given[] = [...closingByR1, closed('r1', 1)];
+const histories = {
+  open: ownedByR1,
+  closing: closingByR1,
+  needs_attention: attentionByR1,
+  cancelled: cancelledByR1,
+  closed: closedByR1,
+};
+const only = (...statuses: Array<keyof typeof histories>) =>
+  statuses.map((status) => [status, histories[status]] as const);
 
 describe('OpenSession', () => {
   it('given no events, when opening, then SessionOpened carries labels, browser and idle timeout', () => {
@@ -347,9 +419,13 @@ describe('every command but OpenSession needs a session of the same tenant', () 
   const commands: SessionCommand[] = [
     submit(['a']),
     requestClose(),
+    resume(),
+    cancel(),
     claim('r1'),
     start('r1', 1, 'a'),
     succeed('r1', 1, 'a'),
+    recover('r1', 1),
+    flag('r1', 1),
     confirmClose('r1', 1),
   ];
 
@@ -420,13 +496,18 @@ describe('ClaimSession', () => {
 
 describe('robot reports are fenced by owner and epoch', () => {
   const takenOver: Given[] = [...ownedByR1, claimed('r2', 2, 'r1')];
+  const label = (c: SessionCommand) =>
+    c.type === 'CompleteStep' && c.checkpoint ? 'CompleteStep with a checkpoint' : c.type;
   const reports = (robotId: string, epoch: number): SessionCommand[] => [
     start(robotId, epoch, 'a'),
     succeed(robotId, epoch, 'a'),
+    succeedWithCheckpoint(robotId, epoch, 'a'),
+    recover(robotId, epoch),
+    flag(robotId, epoch),
     confirmClose(robotId, epoch),
   ];
 
-  it.each(reports('r1', 1).map((c) => [c.type, c] as const))(
+  it.each(reports('r1', 1).map((c) => [label(c), c] as const))(
     'given r2 took the session over, when %s comes from r1 at its old epoch, then STALE_EPOCH',
     (_type, command) => {
       given([...takenOver, closeRequested])
@@ -435,7 +516,7 @@ describe('robot reports are fenced by owner and epoch', () => {
     },
   );
 
-  it.each(reports('r3', 2).map((c) => [c.type, c] as const))(
+  it.each(reports('r3', 2).map((c) => [label(c), c] as const))(
     'given r2 owns the session, when %s comes from another robot at the current epoch, then STALE_EPOCH',
     (_type, command) => {
       given([...takenOver, closeRequested])
@@ -444,7 +525,7 @@ describe('robot reports are fenced by owner and epoch', () => {
     },
   );
 
-  it.each(reports('r2', 3).map((c) => [c.type, c] as const))(
+  it.each(reports('r2', 3).map((c) => [label(c), c] as const))(
     'given r2 owns epoch 2, when %s claims an epoch from the future, then STALE_EPOCH',
     (_type, command) => {
       given([...takenOver, closeRequested])
@@ -453,7 +534,7 @@ describe('robot reports are fenced by owner and epoch', () => {
     },
   );
 
-  it.each(reports('r1', 1).map((c) => [c.type, c] as const))(
+  it.each(reports('r1', 1).map((c) => [label(c), c] as const))(
     'given nobody claimed the session, when %s comes, then STALE_EPOCH',
     (_type, command) => {
       given([...openWithSteps, closeRequested])
@@ -589,5 +670,233 @@ describe('a whole session', () => {
     expect(step(requestClose())).toEqual(['SessionCloseRequested']);
     expect(step(confirmClose('r2', 2))).toEqual(['SessionClosed']);
     expect(fold(history)).toMatchObject({ status: 'closed', epoch: 2, lastSeq: 2 });
+  });
+});
+
+describe('ResumeSession', () => {
+  it('given a session that needs attention, when an operator resumes it, then SessionResumed skips the flagged steps', () => {
+    given([...ownedByR1, needsAttention('r1', 1, ['a', 'b'])])
+      .when(resume())
+      .then([resumed(['a', 'b'])]);
+  });
+
+  it.each(only('open', 'closing', 'cancelled', 'closed'))(
+    'given a %s session, when an operator resumes it, then ILLEGAL_TRANSITION',
+    (_status, history) => {
+      given(history).when(resume()).thenRejects('ILLEGAL_TRANSITION');
+    },
+  );
+
+  it('given a session resumed once, when the resume is repeated, then ILLEGAL_TRANSITION (it is open again)', () => {
+    given([...attentionByR1, resumed(['b'])])
+      .when(resume())
+      .thenRejects('ILLEGAL_TRANSITION');
+  });
+});
+
+describe('CancelSession', () => {
+  it.each(only('open', 'closing', 'needs_attention'))(
+    'given a %s session, when an operator cancels it, then SessionCancelled with the reason',
+    (_status, history) => {
+      given(history)
+        .when(cancel('order placed by hand'))
+        .then([cancelled('order placed by hand')]);
+    },
+  );
+
+  it('given a session nobody claimed yet, when an operator cancels it, then SessionCancelled', () => {
+    given(openWithSteps)
+      .when(cancel(null))
+      .then([cancelled(null)]);
+  });
+
+  it('given a cancelled session, when it is cancelled again, then nothing happens', () => {
+    given(cancelledByR1).when(cancel('again')).thenNothingHappens();
+  });
+
+  it('given a closed session, when an operator cancels it, then ILLEGAL_TRANSITION', () => {
+    given(closedByR1).when(cancel()).thenRejects('ILLEGAL_TRANSITION');
+  });
+});
+
+describe('ClaimSession on a session no robot may take', () => {
+  it.each(only('needs_attention', 'cancelled', 'closed'))(
+    'given a %s session, when another robot claims it, then ILLEGAL_TRANSITION',
+    (_status, history) => {
+      given(history).when(claim('r2')).thenRejects('ILLEGAL_TRANSITION');
+    },
+  );
+
+  it('given a session resumed after attention, when another robot claims it, then the claim lands', () => {
+    given([...attentionByR1, resumed(['b'])])
+      .when(claim('r2'))
+      .then([claimed('r2', 2, 'r1')]);
+  });
+});
+
+describe('FlagAttention', () => {
+  it.each(only('open', 'closing'))(
+    'given a %s session, when its owner flags it, then SessionNeedsAttention names code, reason, steps and owner',
+    (_status, history) => {
+      given(history)
+        .when(flag('r1', 1, ['b']))
+        .then([needsAttention('r1', 1, ['b'])]);
+    },
+  );
+
+  it('given r2 took the session over, when r1 flags it at its old epoch, then STALE_EPOCH', () => {
+    given([...ownedByR1, claimed('r2', 2, 'r1')])
+      .when(flag('r1', 1))
+      .thenRejects('STALE_EPOCH');
+  });
+
+  it('given a session that already needs attention, when the flag is reported again, then nothing happens', () => {
+    given(attentionByR1).when(flag('r1', 1)).thenNothingHappens();
+  });
+
+  it.each(only('cancelled', 'closed'))(
+    'given a %s session, when its last owner flags it, then ILLEGAL_TRANSITION',
+    (_status, history) => {
+      given(history).when(flag('r1', 1)).thenRejects('ILLEGAL_TRANSITION');
+    },
+  );
+});
+
+describe('RecordRecovery', () => {
+  it.each(only('open', 'closing'))(
+    'given a %s session, when its owner records a recovery, then SessionRecovered with what was restored and replayed',
+    (_status, history) => {
+      given(history)
+        .when(recover('r1', 1))
+        .then([recovered('r1', 1)]);
+    },
+  );
+
+  it('given r2 took the session over, when r1 records a recovery at its old epoch, then STALE_EPOCH', () => {
+    given([...ownedByR1, claimed('r2', 2, 'r1')])
+      .when(recover('r1', 1))
+      .thenRejects('STALE_EPOCH');
+  });
+
+  it.each(only('needs_attention', 'cancelled', 'closed'))(
+    'given a %s session, when its owner records a recovery, then ILLEGAL_TRANSITION',
+    (_status, history) => {
+      given(history).when(recover('r1', 1)).thenRejects('ILLEGAL_TRANSITION');
+    },
+  );
+});
+
+describe('CompleteStep with a restore point', () => {
+  const checkpointed = (robotId: string, epoch: number, afterStepSeq: number): SessionEvent => ({
+    type: 'SessionCheckpointed',
+    data: { afterStepSeq, ...restorePoint, robotId, epoch },
+  });
+
+  it('given a running step, when the owner reports success with a checkpoint, then StepSucceeded and SessionCheckpointed in one decision', () => {
+    given([...ownedByR1, started('r1', 1, 'b', 2)])
+      .when(succeedWithCheckpoint('r1', 1, 'b'))
+      .then([succeeded('r1', 1, 'b', 2), checkpointed('r1', 1, 2)]);
+  });
+
+  it('given a running step, when the owner reports failure with a checkpoint, then only StepFailed (no point after a failure)', () => {
+    given([...ownedByR1, started('r1', 1, 'b', 2)])
+      .when({ ...fail('r1', 1, 'b'), checkpoint: restorePoint })
+      .then([failed('r1', 1, 'b', 2)]);
+  });
+
+  it('given a succeeded step, when its success with a checkpoint is delivered again, then nothing happens', () => {
+    given([...ownedByR1, succeeded('r1', 1, 'a', 1), checkpointed('r1', 1, 1)])
+      .when(succeedWithCheckpoint('r1', 1, 'a'))
+      .thenNothingHappens();
+  });
+});
+
+describe('no step runs while a session needs attention or is cancelled', () => {
+  it.each(only('needs_attention', 'cancelled'))(
+    'given a %s session, when its owner starts a queued step, then ILLEGAL_TRANSITION',
+    (_status, history) => {
+      given(history)
+        .when(start('r1', 1, 'a'))
+        .thenRejects('ILLEGAL_TRANSITION');
+    },
+  );
+
+  const runningA: Given[] = [...ownedByR1, started('r1', 1, 'a', 1)];
+  it.each([
+    ['needs_attention', [...runningA, needsAttention('r1', 1)]],
+    ['cancelled', [...runningA, cancelled()]],
+  ] as const)(
+    'given a %s session, when its owner completes the step that was running, then ILLEGAL_TRANSITION',
+    (_status, history) => {
+      given([...history])
+        .when(succeed('r1', 1, 'a'))
+        .thenRejects('ILLEGAL_TRANSITION');
+    },
+  );
+
+  it('given a step that finished before the flag, when its completion is delivered again, then nothing happens', () => {
+    given([...ownedByR1, succeeded('r1', 1, 'a', 1), needsAttention('r1', 1)])
+      .when(succeed('r1', 1, 'a'))
+      .thenNothingHappens();
+  });
+});
+
+describe('close and submit around attention and cancellation', () => {
+  it('given a cancelled session, when its owner confirms a close, then nothing happens (it is over already)', () => {
+    given(cancelledByR1).when(confirmClose('r1', 1)).thenNothingHappens();
+  });
+
+  it('given a session that needs attention, when steps are submitted, then they are queued for after the resume', () => {
+    given(attentionByR1)
+      .when(submit(['c']))
+      .then([{ type: 'StepSubmitted', data: { stepId: 'c', seq: 3, step: click('#c') } }]);
+  });
+
+  it('given a cancelled session, when new steps are submitted, then ILLEGAL_TRANSITION', () => {
+    given(cancelledByR1)
+      .when(submit(['c']))
+      .thenRejects('ILLEGAL_TRANSITION');
+  });
+
+  it('given a session that needs attention, when a close is requested, then ILLEGAL_TRANSITION', () => {
+    given(attentionByR1).when(requestClose()).thenRejects('ILLEGAL_TRANSITION');
+  });
+
+  it('given a cancelled session, when a close is requested, then nothing happens', () => {
+    given(cancelledByR1).when(requestClose()).thenNothingHappens();
+  });
+});
+
+describe('a session that stops for an operator', () => {
+  it('folds a takeover, a flag, a resume and a recovery, deciding each step of it', () => {
+    const history: Given[] = [];
+    const step = (command: SessionCommand) => {
+      const decision = decide(command, fold(history));
+      if (!decision.ok) throw new TypeError(`${command.type} rejected: ${decision.rejection.code}`);
+      history.push(...decision.events);
+      return decision.events.map((e) => e.type);
+    };
+    expect(step(open())).toEqual(['SessionOpened']);
+    expect(step(submit(['a', 'b', 'c']))).toEqual(['StepSubmitted', 'StepSubmitted', 'StepSubmitted']);
+    expect(step(claim('r1'))).toEqual(['SessionClaimed']);
+    expect(step(start('r1', 1, 'a'))).toEqual(['StepStarted']);
+    expect(step(succeedWithCheckpoint('r1', 1, 'a'))).toEqual(['StepSucceeded', 'SessionCheckpointed']);
+    expect(step(start('r1', 1, 'b'))).toEqual(['StepStarted']);
+    expect(step(succeed('r1', 1, 'b'))).toEqual(['StepSucceeded']);
+    expect(step(claim('r2'))).toEqual(['SessionClaimed']);
+    expect(step(flag('r2', 2, ['b']))).toEqual(['SessionNeedsAttention']);
+    expect(step(resume())).toEqual(['SessionResumed']);
+    expect(step(claim('r3'))).toEqual(['SessionClaimed']);
+    expect(step(recover('r3', 3))).toEqual(['SessionRecovered']);
+    expect(step(start('r3', 3, 'c'))).toEqual(['StepStarted']);
+    expect(step(succeed('r3', 3, 'c'))).toEqual(['StepSucceeded']);
+    expect(step(requestClose())).toEqual(['SessionCloseRequested']);
+    expect(step(confirmClose('r3', 3))).toEqual(['SessionClosed']);
+    expect(fold(history)).toMatchObject({
+      status: 'closed',
+      epoch: 3,
+      checkpoint: { afterStepSeq: 1 },
+      replaySkips: ['b'],
+    });
   });
 });

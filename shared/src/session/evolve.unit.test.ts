@@ -42,6 +42,30 @@ const failed = (stepId: string, attempt = 1): SessionEvent => ({
 });
 const closeRequested: SessionEvent = { type: 'SessionCloseRequested', data: { reason: null } };
 const closed: SessionEvent = { type: 'SessionClosed', data: { robotId: 'r1', epoch: 1 } };
+const checkpointed = (afterStepSeq: number, stateKey = `s1.${afterStepSeq}.1`): SessionEvent => ({
+  type: 'SessionCheckpointed',
+  data: { afterStepSeq, stateKey, url: 'https://example.com/', trigger: 'document', robotId: 'r1', epoch: 1 },
+});
+const recovered: SessionEvent = {
+  type: 'SessionRecovered',
+  data: {
+    fromCheckpoint: { afterStepSeq: 1, stateKey: 's1.1.1' },
+    replayedSteps: 2,
+    skippedSteps: 0,
+    durationMs: 900,
+    robotId: 'r2',
+    epoch: 2,
+  },
+};
+const needsAttention = (stepIds: string[] = ['a']): SessionEvent => ({
+  type: 'SessionNeedsAttention',
+  data: { code: 'UNSAFE_REPLAY', reason: 'a must not run twice', stepIds, robotId: 'r1', epoch: 1 },
+});
+const resumed = (skipReplay: string[] = ['a']): SessionEvent => ({
+  type: 'SessionResumed',
+  data: { skipReplay },
+});
+const cancelled: SessionEvent = { type: 'SessionCancelled', data: { reason: 'operator' } };
 
 describe('evolve', () => {
   it('SessionOpened starts an open session owned by the tenant in the metadata', () => {
@@ -152,6 +176,11 @@ describe('evolve', () => {
     started('a'),
     succeeded('a'),
     failed('a'),
+    checkpointed(1),
+    recovered,
+    needsAttention(),
+    resumed(),
+    cancelled,
     closeRequested,
     closed,
   ];
@@ -159,6 +188,8 @@ describe('evolve', () => {
     none: initialState(),
     open: given([opened]),
     closing: given([opened, closeRequested]),
+    needs_attention: given([opened, needsAttention()]),
+    cancelled: given([opened, cancelled]),
     closed: given([opened, closeRequested, closed]),
   };
 
@@ -175,6 +206,111 @@ describe('evolve', () => {
   it('events before SessionOpened leave an empty state empty', () => {
     for (const event of everyEvent.slice(1))
       expect(evolve(initialState(), event, meta)).toEqual({ status: 'none' });
+  });
+
+  describe('restore points, attention, resume and cancellation', () => {
+    it('SessionCheckpointed keeps only the newest restore point', () => {
+      const state = given([opened, submitted('a', 1), checkpointed(3), checkpointed(1)]);
+      expect(state).toMatchObject({ checkpoint: { afterStepSeq: 3, stateKey: 's1.3.1' } });
+      expect(evolve(state, checkpointed(5), meta)).toMatchObject({
+        checkpoint: { afterStepSeq: 5, stateKey: 's1.5.1', url: 'https://example.com/' },
+      });
+    });
+
+    it('a SessionCheckpointed at the same step replaces the point (a new owner took it again)', () => {
+      const state = given([opened, checkpointed(3), checkpointed(3, 's1.3.2')]);
+      expect(state).toMatchObject({ checkpoint: { afterStepSeq: 3, stateKey: 's1.3.2' } });
+    });
+
+    it('the restore point holds no trigger or owner: only what recovery needs', () => {
+      const state = given([opened, checkpointed(2)]);
+      expect(state.status !== 'none' && state.checkpoint).toEqual({
+        afterStepSeq: 2,
+        stateKey: 's1.2.1',
+        url: 'https://example.com/',
+      });
+    });
+
+    it('SessionRecovered leaves the state as it was', () => {
+      const state = given([opened, claimed('r2', 2), checkpointed(1)]);
+      expect(evolve(state, recovered, meta)).toBe(state);
+    });
+
+    it('SessionNeedsAttention records why, which steps, and the status to return to', () => {
+      expect(given([opened, needsAttention(['a', 'b'])])).toMatchObject({
+        status: 'needs_attention',
+        attention: {
+          code: 'UNSAFE_REPLAY',
+          reason: 'a must not run twice',
+          stepIds: ['a', 'b'],
+          resumeTo: 'open',
+        },
+      });
+      expect(given([opened, closeRequested, needsAttention()])).toMatchObject({
+        status: 'needs_attention',
+        attention: { resumeTo: 'closing' },
+      });
+    });
+
+    it('SessionResumed restores the status it interrupted and drops the attention', () => {
+      const open = given([opened, needsAttention(), resumed()]);
+      expect(open.status).toBe('open');
+      expect(open).not.toHaveProperty('attention');
+      expect(given([opened, closeRequested, needsAttention(), resumed()]).status).toBe('closing');
+    });
+
+    it('SessionResumed accumulates the steps recovery may skip, each once', () => {
+      const state = given([
+        opened,
+        needsAttention(['a']),
+        resumed(['a']),
+        needsAttention(['b']),
+        resumed(['b', 'a']),
+      ]);
+      expect(state).toMatchObject({ status: 'open', replaySkips: ['a', 'b'] });
+    });
+
+    it('SessionCancelled ends the session, drops the attention and keeps the owner', () => {
+      const state = given([opened, claimed('r1', 1), needsAttention(), cancelled]);
+      expect(state).toMatchObject({ status: 'cancelled', owner: { robotId: 'r1', epoch: 1 } });
+      expect(state).not.toHaveProperty('attention');
+      expect(given([opened, closeRequested, cancelled]).status).toBe('cancelled');
+    });
+
+    it('SessionClosed drops the attention', () => {
+      const state = given([opened, needsAttention(), closed]);
+      expect(state.status).toBe('closed');
+      expect(state).not.toHaveProperty('attention');
+    });
+
+    // Each new event on a state it does not apply to returns that very state: a replay of any stream goes on.
+    const noOps: Array<[string, SessionEvent, SessionState]> = [
+      [
+        'SessionNeedsAttention on a session that needs attention',
+        needsAttention(['z']),
+        everyStatus.needs_attention!,
+      ],
+      ['SessionNeedsAttention on a cancelled session', needsAttention(), everyStatus.cancelled!],
+      ['SessionNeedsAttention on a closed session', needsAttention(), everyStatus.closed!],
+      ['SessionResumed on an open session', resumed(), everyStatus.open!],
+      ['SessionResumed on a closing session', resumed(), everyStatus.closing!],
+      ['SessionResumed on a cancelled session', resumed(), everyStatus.cancelled!],
+      ['SessionResumed on a closed session', resumed(), everyStatus.closed!],
+      ['SessionCancelled on a cancelled session', cancelled, everyStatus.cancelled!],
+      ['SessionCancelled on a closed session', cancelled, everyStatus.closed!],
+      ['SessionClosed on a cancelled session', closed, everyStatus.cancelled!],
+      [
+        'SessionCloseRequested on a session that needs attention',
+        closeRequested,
+        everyStatus.needs_attention!,
+      ],
+      ['SessionCloseRequested on a cancelled session', closeRequested, everyStatus.cancelled!],
+      ['SessionRecovered on an open session', recovered, everyStatus.open!],
+    ];
+    it.each(noOps)('%s changes nothing', (_case, event, state) => {
+      expect(evolve(state, event, meta)).toBe(state);
+      expect(evolve(state, event)).toBe(state);
+    });
   });
 
   it('a recorded history, as stored, decodes and folds to the same state it did when written', () => {
