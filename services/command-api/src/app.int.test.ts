@@ -21,6 +21,7 @@ import {
   type SubscribeOptions,
 } from '@rpa/shared';
 import { startNatsServer, uniquePrefix, type NatsServerHandle } from '@rpa/shared/testing';
+import { randomUUID } from 'node:crypto';
 import { buildApp } from './app.js';
 
 /** The real JetStream store, with a count of the version conflicts it reported and a hook before each append. */
@@ -222,5 +223,189 @@ describe('command API on the JetStream event store', () => {
     const close = await globex.post(`/v1/sessions/${sessionId}/close`);
     expect([steps.statusCode, close.statusCode]).toEqual([404, 404]);
     expect(await eventsOf(sessionId)).toHaveLength(1);
+  });
+});
+
+/** A robot of the fleet, reporting through its own command handler on the same store. */
+function robotReporter(tenantId = 'acme', robotId = 'robot-int-1') {
+  const handler = new SessionCommandHandler({ store });
+  const base = (sessionId: string) => ({
+    commandId: randomUUID(),
+    sessionId,
+    tenantId,
+    at: new Date().toISOString(),
+    actor: { kind: 'robot' as const, id: robotId },
+    robotId,
+  });
+  return {
+    /** Claims the session and stops it for an operator, as a robot does before an unsafe replay. */
+    async flag(sessionId: string, stepIds: string[]) {
+      const claimed = await handler.handle({ ...base(sessionId), type: 'ClaimSession' });
+      const epoch = claimed.state.status === 'none' ? 0 : claimed.state.epoch;
+      return handler.handle({
+        ...base(sessionId),
+        type: 'FlagAttention',
+        epoch,
+        code: 'UNSAFE_REPLAY',
+        reason: 'a step that must not run twice is in the tail',
+        stepIds,
+      });
+    },
+  };
+}
+
+describe('resuming and cancelling sessions', () => {
+  it('resumes a session that needs attention: 202 open, SessionResumed names the steps it skips', async () => {
+    const { post } = await replica();
+    const { sessionId } = (await post('/v1/sessions')).json();
+    const submitted = await post(`/v1/sessions/${sessionId}/steps`, { steps: clicks(2) });
+    const stepIds = submitted.json().steps.map((s: { stepId: string }) => s.stepId) as string[];
+    await robotReporter().flag(sessionId, [stepIds[1]!]);
+
+    // Steps still queue while an operator looks, but the session cannot be closed around them.
+    const close = await post(`/v1/sessions/${sessionId}/close`);
+    expect(close.statusCode).toBe(409);
+    expect(close.json().error.code).toBe('ILLEGAL_TRANSITION');
+
+    const resumed = await post(`/v1/sessions/${sessionId}/resume`, {});
+    expect(resumed.statusCode).toBe(202);
+    expect(resumed.json()).toEqual({ sessionId, status: 'open' });
+    // Resumed already: a second resume is an illegal transition, not a silent success.
+    const again = await post(`/v1/sessions/${sessionId}/resume`);
+    expect(again.statusCode).toBe(409);
+    expect(again.json().error.code).toBe('ILLEGAL_TRANSITION');
+
+    const events = await eventsOf(sessionId);
+    expect(events.map((e) => e.type)).toEqual([
+      'SessionOpened',
+      'StepSubmitted',
+      'StepSubmitted',
+      'SessionClaimed',
+      'SessionNeedsAttention',
+      'SessionResumed',
+    ]);
+    expect(events.at(-1)).toMatchObject({
+      data: { skipReplay: [stepIds[1]] },
+      metadata: { tenantId: 'acme', sessionId, commandType: 'ResumeSession' },
+    });
+  });
+
+  it('resumes a session that was closing back to closing', async () => {
+    const { post } = await replica();
+    const { sessionId } = (await post('/v1/sessions')).json();
+    await post(`/v1/sessions/${sessionId}/close`);
+    await robotReporter().flag(sessionId, []);
+    const resumed = await post(`/v1/sessions/${sessionId}/resume`);
+    expect(resumed.statusCode).toBe(202);
+    expect(resumed.json()).toEqual({ sessionId, status: 'closing' });
+  });
+
+  it('refuses to resume a session that does not need attention with 409, appending nothing', async () => {
+    const { post } = await replica();
+    const { sessionId } = (await post('/v1/sessions')).json();
+    const res = await post(`/v1/sessions/${sessionId}/resume`);
+    expect(res.statusCode).toBe(409);
+    expect(res.json().error.code).toBe('ILLEGAL_TRANSITION');
+    expect((await eventsOf(sessionId)).map((e) => e.type)).toEqual(['SessionOpened']);
+  });
+
+  it('cancels a session: 202 cancelled, then steps, resume and close are refused and a second cancel is harmless', async () => {
+    const { post } = await replica();
+    const { sessionId } = (await post('/v1/sessions')).json();
+    await post(`/v1/sessions/${sessionId}/steps`, { steps: clicks(1) });
+
+    const cancelled = await post(`/v1/sessions/${sessionId}/cancel`, { reason: 'wrong customer' });
+    expect(cancelled.statusCode).toBe(202);
+    expect(cancelled.json()).toEqual({ sessionId, status: 'cancelled' });
+
+    const steps = await post(`/v1/sessions/${sessionId}/steps`, { steps: clicks(1, 'late') });
+    expect(steps.statusCode).toBe(409);
+    expect(steps.json().error.code).toBe('ILLEGAL_TRANSITION');
+    expect((await post(`/v1/sessions/${sessionId}/resume`)).statusCode).toBe(409);
+    // Cancelled is over: closing it is a no-op, and cancelling again answers the same.
+    expect((await post(`/v1/sessions/${sessionId}/close`)).json()).toEqual({
+      sessionId,
+      status: 'cancelled',
+    });
+    const again = await post(`/v1/sessions/${sessionId}/cancel`);
+    expect(again.statusCode).toBe(202);
+    expect(again.json()).toEqual({ sessionId, status: 'cancelled' });
+
+    const events = await eventsOf(sessionId);
+    expect(events.map((e) => e.type)).toEqual(['SessionOpened', 'StepSubmitted', 'SessionCancelled']);
+    expect(events.at(-1)).toMatchObject({
+      data: { reason: 'wrong customer' },
+      metadata: { commandType: 'CancelSession' },
+    });
+  });
+
+  it('cancels a session that needs attention', async () => {
+    const { post } = await replica();
+    const { sessionId } = (await post('/v1/sessions')).json();
+    await robotReporter().flag(sessionId, []);
+    const res = await post(`/v1/sessions/${sessionId}/cancel`);
+    expect(res.statusCode).toBe(202);
+    expect(res.json()).toEqual({ sessionId, status: 'cancelled' });
+    expect((await eventsOf(sessionId)).at(-1)).toMatchObject({
+      type: 'SessionCancelled',
+      data: { reason: null },
+    });
+  });
+
+  it('refuses to cancel a closed session with 409, appending nothing', async () => {
+    const { post } = await replica();
+    const { sessionId } = (await post('/v1/sessions')).json();
+    await post(`/v1/sessions/${sessionId}/close`);
+    const handler = new SessionCommandHandler({ store });
+    const robot = {
+      commandId: randomUUID(),
+      sessionId,
+      tenantId: 'acme',
+      at: new Date().toISOString(),
+      actor: { kind: 'robot' as const, id: 'robot-int-1' },
+      robotId: 'robot-int-1',
+    };
+    await handler.handle({ ...robot, type: 'ClaimSession' });
+    await handler.handle({ ...robot, commandId: randomUUID(), type: 'ConfirmClose', epoch: 1 });
+    const before = await eventsOf(sessionId);
+    expect(before.at(-1)?.type).toBe('SessionClosed');
+
+    const res = await post(`/v1/sessions/${sessionId}/cancel`, { reason: 'too late' });
+    expect(res.statusCode).toBe(409);
+    expect(res.json().error.code).toBe('ILLEGAL_TRANSITION');
+    expect(await eventsOf(sessionId)).toHaveLength(before.length);
+  });
+
+  it('answers 404 for an unknown session and another tenant’s, and 400 naming the field, appending nothing', async () => {
+    const acme = await replica('acme');
+    const globex = await replica('globex');
+    const { sessionId } = (await acme.post('/v1/sessions')).json();
+    await robotReporter().flag(sessionId, []);
+    const unknown = randomUUID();
+    for (const action of ['resume', 'cancel']) {
+      const missing = await acme.post(`/v1/sessions/${unknown}/${action}`);
+      expect(missing.statusCode).toBe(404);
+      expect(missing.json().error.code).toBe('SESSION_NOT_FOUND');
+      expect((await globex.post(`/v1/sessions/${sessionId}/${action}`)).statusCode).toBe(404);
+      const badId = await acme.post(`/v1/sessions/not-a-uuid/${action}`);
+      expect(badId.statusCode).toBe(400);
+      expect(badId.json().error.details[0].field).toBe('params.id');
+    }
+    const longReason = await acme.post(`/v1/sessions/${sessionId}/cancel`, { reason: 'x'.repeat(501) });
+    expect(longReason.statusCode).toBe(400);
+    expect(longReason.json().error.details[0].field).toBe('body.reason');
+    const wrongType = await acme.post(`/v1/sessions/${sessionId}/cancel`, { reason: 42 });
+    expect(wrongType.statusCode).toBe(400);
+    expect(wrongType.json().error.details[0].field).toBe('body.reason');
+    const extra = await acme.post(`/v1/sessions/${sessionId}/resume`, { force: true });
+    expect(extra.statusCode).toBe(400);
+    expect(extra.json().error.message).toContain('body');
+
+    expect(await eventsOf(unknown)).toEqual([]);
+    expect((await eventsOf(sessionId)).map((e) => e.type)).toEqual([
+      'SessionOpened',
+      'SessionClaimed',
+      'SessionNeedsAttention',
+    ]);
   });
 });

@@ -14,9 +14,11 @@ import {
 import { CommandMetrics } from './commandMetrics.js';
 import { CommandRunner } from './commandRunner.js';
 import { randomIds, type IdSource } from './ids.js';
+import { registerCancelSessionRoute } from './routes/cancelSession.js';
 import { registerCloseSessionRoute } from './routes/closeSession.js';
 import type { RouteContext } from './routes/context.js';
 import { registerOpenSessionRoute } from './routes/openSession.js';
+import { registerResumeSessionRoute } from './routes/resumeSession.js';
 import { registerSubmitStepsRoute } from './routes/submitSteps.js';
 
 declare module 'fastify' {
@@ -64,7 +66,7 @@ export async function buildApp(deps: CommandApiDeps): Promise<FastifyInstance> {
     openapi: {
       title: 'RPA command API',
       description:
-        'Open browser sessions, submit steps to them and close them. Every call is scoped to the caller’s tenant.',
+        'Open browser sessions, submit steps to them, close them, resume them when they need attention and cancel them. Every call is scoped to the caller’s tenant.',
       tags: [{ name: 'sessions', description: 'Session commands' }],
     },
   });
@@ -103,5 +105,7 @@ export async function buildApp(deps: CommandApiDeps): Promise<FastifyInstance> {
   registerOpenSessionRoute(routes, ctx);
   registerSubmitStepsRoute(routes, ctx);
   registerCloseSessionRoute(routes, ctx);
+  registerResumeSessionRoute(routes, ctx);
+  registerCancelSessionRoute(routes, ctx);
   return app;
 }

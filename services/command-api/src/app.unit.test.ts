@@ -498,8 +498,19 @@ describe('the rest of the surface', () => {
     expect(doc.statusCode).toBe(200);
     const paths = Object.keys(doc.json().paths);
     expect(paths).toEqual(
-      expect.arrayContaining(['/v1/sessions', '/v1/sessions/{id}/steps', '/v1/sessions/{id}/close']),
+      expect.arrayContaining([
+        '/v1/sessions',
+        '/v1/sessions/{id}/steps',
+        '/v1/sessions/{id}/close',
+        '/v1/sessions/{id}/resume',
+        '/v1/sessions/{id}/cancel',
+      ]),
     );
+    for (const action of ['resume', 'cancel']) {
+      const route = doc.json().paths[`/v1/sessions/{id}/${action}`].post;
+      expect(route.tags).toEqual(['sessions']);
+      expect(Object.keys(route.responses)).toEqual(expect.arrayContaining(['202', '404', '409']));
+    }
     expect(paths).not.toContain('/openapi.json');
     const steps = doc.json().paths['/v1/sessions/{id}/steps'].post;
     expect(steps.requestBody.content['application/json'].schema.properties.steps.maxItems).toBe(500);
@@ -517,12 +528,18 @@ describe('the rest of the surface', () => {
     await post(`/v1/sessions/${sessionId}/close`);
     await post(`/v1/sessions/${sessionId}/close`);
     await post(`/v1/sessions/${sessionId}/steps`, { steps: clicks(1) });
+    await post(`/v1/sessions/${sessionId}/resume`);
+    await post(`/v1/sessions/${sessionId}/cancel`, { reason: 7 });
+    await post(`/v1/sessions/${sessionId}/cancel`);
     const text = await registry.metrics();
     expect(text).toContain('rpa_commands_total{type="OpenSession",outcome="accepted"} 1');
     expect(text).toContain('rpa_commands_total{type="SubmitSteps",outcome="accepted"} 1');
     expect(text).toContain('rpa_commands_total{type="SubmitSteps",outcome="invalid"} 1');
     expect(text).toContain('rpa_commands_total{type="SubmitSteps",outcome="rejected"} 1');
     expect(text).toContain('rpa_commands_total{type="RequestClose",outcome="duplicate"} 1');
+    expect(text).toContain('rpa_commands_total{type="ResumeSession",outcome="rejected"} 1');
+    expect(text).toContain('rpa_commands_total{type="CancelSession",outcome="invalid"} 1');
+    expect(text).toContain('rpa_commands_total{type="CancelSession",outcome="accepted"} 1');
     expect(text).toMatch(/rpa_command_duration_seconds_count\{type="SubmitSteps",outcome="accepted"\} 1/);
   });
 });

@@ -311,6 +311,7 @@ describe('projector on nats-server with the JetStream event store', () => {
         v: 1,
         sessionId: 's1',
         tenantId: 'acme',
+        reason: 'opened',
         labels: { team: 'ops' },
         browser: { locale: 'en-US' },
         openedAt: '2025-01-01T09:00:01.000Z',

@@ -16,10 +16,14 @@ import {
   type NatsConnection,
   type SessionDocument,
 } from '@rpa/shared';
-import { startNatsServer, uniquePrefix, type NatsServerHandle } from '@rpa/shared/testing';
+import { startNatsServer, uniquePrefix, waitFor, type NatsServerHandle } from '@rpa/shared/testing';
 import { buildApp } from './app.js';
+import { RobotIndex } from './index/robotIndex.js';
 import { SessionIndex } from './index/sessionIndex.js';
+import { heartbeat, putHeartbeat } from './testing/robotFixtures.js';
 import { putDocument, sessionDocument } from './testing/sessionFixtures.js';
+
+const T0 = Date.parse('2030-01-01T00:00:00.000Z');
 
 interface Page {
   items: SessionDocument[];
@@ -34,13 +38,22 @@ describe('query API over real NATS', () => {
   let artifacts: ObjectStore;
   let eventStore: EventStore;
   let index: SessionIndex;
+  let robotsKv: KV;
+  let robots: RobotIndex;
+  /** The robot index's clock, in epoch ms: tests move it. */
+  const clock = { now: T0 };
   let acme: FastifyInstance;
   let other: FastifyInstance;
   const docs: SessionDocument[] = [];
 
-  function app(authenticator: Authenticator, idx: SessionIndex = index): Promise<FastifyInstance> {
+  function app(
+    authenticator: Authenticator,
+    idx: SessionIndex = index,
+    fleet: RobotIndex = robots,
+  ): Promise<FastifyInstance> {
     return buildApp({
       index: idx,
+      robots: fleet,
       eventStore,
       artifacts,
       authenticator,
@@ -52,6 +65,12 @@ describe('query API over real NATS', () => {
           name: 'index',
           check: async () => {
             if (!idx.isReady()) throw new Error('session index still loading');
+          },
+        },
+        {
+          name: 'robots',
+          check: async () => {
+            if (!fleet.isReady()) throw new Error('robot index still loading');
           },
         },
         { name: 'eventStore', check: () => eventStore.ping() },
@@ -77,10 +96,55 @@ describe('query API over real NATS', () => {
       );
     }
     docs.push(sessionDocument({ sessionId: 'theirs', tenantId: 'other' }));
+    // Sessions in the statuses and with the fields that recovery, attention and cancelling bring.
+    docs.push(
+      sessionDocument({
+        sessionId: 'stuck',
+        createdAt: '2030-01-02T00:00:00.000Z',
+        status: 'needs_attention',
+        robotId: 'robot-1',
+        epoch: 2,
+        attention: {
+          code: 'UNSAFE_REPLAY',
+          reason: 'step-1 must not run twice',
+          stepIds: ['step-1'],
+          resumeTo: 'open',
+          at: '2030-01-02T00:05:00.000Z',
+        },
+        checkpoint: {
+          afterStepSeq: 1,
+          url: 'https://example.com/after-login',
+          trigger: 'step',
+          at: '2030-01-02T00:01:00.000Z',
+        },
+        recoveries: 1,
+        lastRecovery: {
+          robotId: 'robot-1',
+          epoch: 2,
+          fromCheckpointSeq: 1,
+          replayedSteps: 0,
+          skippedSteps: 0,
+          durationMs: 850,
+          at: '2030-01-02T00:04:00.000Z',
+        },
+        position: 20,
+      }),
+      sessionDocument({
+        sessionId: 'dropped',
+        createdAt: '2030-01-03T00:00:00.000Z',
+        status: 'cancelled',
+        closedAt: '2030-01-03T00:10:00.000Z',
+        position: 21,
+      }),
+    );
     for (const doc of docs) await putDocument(kv, topology, doc);
     index = new SessionIndex({ kv, logger: silentLogger });
     index.start();
     await index.ready;
+    robotsKv = await new Kvm(nc).create(topology.robotsBucket, topology.robotsBucketOptions());
+    robots = new RobotIndex({ kv: robotsKv, logger: silentLogger, clock: () => new Date(clock.now) });
+    robots.start();
+    await robots.ready;
     acme = await app(singleTenantAuthenticator('acme'));
     other = await app(singleTenantAuthenticator('other'));
   });
@@ -89,6 +153,7 @@ describe('query API over real NATS', () => {
     await acme?.close();
     await other?.close();
     await index?.stop();
+    await robots?.stop();
     await eventStore?.close();
     await nc?.close();
     await server?.stop();
@@ -132,6 +197,8 @@ describe('query API over real NATS', () => {
     expect(await walk('', 5)).toEqual(expectedIds(() => true));
     expect(await walk('', 1)).toEqual(expectedIds(() => true));
     expect(await walk('&status=closed', 2)).toEqual(expectedIds((d) => d.status === 'closed'));
+    expect(await walk('&status=needs_attention', 2)).toEqual(['stuck']);
+    expect(await walk('&status=cancelled', 2)).toEqual(['dropped']);
 
     const theirs = await other.inject({ method: 'GET', url: '/v1/sessions' });
     expect(theirs.json<Page>().items.map((d) => d.sessionId)).toEqual(['theirs']);
@@ -162,6 +229,18 @@ describe('query API over real NATS', () => {
     const mine = await acme.inject({ method: 'GET', url: '/v1/sessions/s03' });
     expect(mine.statusCode).toBe(200);
     expect(mine.json()).toEqual(docs.find((d) => d.sessionId === 's03'));
+    for (const sessionId of ['stuck', 'dropped']) {
+      const res = await acme.inject({ method: 'GET', url: `/v1/sessions/${sessionId}` });
+      expect(res.statusCode).toBe(200);
+      expect(res.json()).toEqual(docs.find((d) => d.sessionId === sessionId));
+    }
+    expect((await acme.inject({ method: 'GET', url: '/v1/sessions/stuck' })).json()).toMatchObject({
+      status: 'needs_attention',
+      attention: { code: 'UNSAFE_REPLAY', stepIds: ['step-1'], resumeTo: 'open' },
+      checkpoint: { afterStepSeq: 1, url: 'https://example.com/after-login' },
+      recoveries: 1,
+      lastRecovery: { robotId: 'robot-1', fromCheckpointSeq: 1 },
+    });
 
     for (const [who, url] of [
       [other, '/v1/sessions/s03'],
@@ -257,17 +336,94 @@ describe('query API over real NATS', () => {
     }
   });
 
+  it('never serves a restore point, even under a key shaped like an artifact of the caller’s session', async () => {
+    const restorePoints = await new Objm(nc).create(topology.restorePointsBucket);
+    const key = topology.restorePointKey('s01', 1, 1);
+    await restorePoints.putBlob({ name: key }, new TextEncoder().encode('{"cookies":[{"name":"sid"}]}'));
+    expect(await restorePoints.get(key)).not.toBeNull();
+
+    const res = await acme.inject({ method: 'GET', url: `/v1/artifacts/${key}` });
+    expect(res.statusCode).toBe(404);
+    expect(res.json().error.code).toBe('ARTIFACT_NOT_FOUND');
+    expect(res.body).not.toContain('cookies');
+  });
+
+  it('serves the fleet: every robot to every tenant, each robot with the caller’s sessions only', async () => {
+    const at = new Date(clock.now).toISOString();
+    await putHeartbeat(
+      robotsKv,
+      topology,
+      heartbeat({
+        robotId: 'robot-a',
+        at,
+        capacity: { maxSessions: 4, sessionsHeld: 2 },
+        sessions: [
+          { sessionId: 's01', tenantId: 'acme', epoch: 1 },
+          { sessionId: 'theirs', tenantId: 'other', epoch: 1 },
+        ],
+      }),
+    );
+    await putHeartbeat(robotsKv, topology, heartbeat({ robotId: 'robot-b', at, status: 'stopped' }));
+    await robotsKv.put('robot-c', JSON.stringify({ v: 1, robotId: 'robot-c', status: 'running' }));
+    await waitFor(() => robots.list('acme').length === 2 && robots.stats().skipped === 1, {
+      description: 'robots indexed',
+    });
+
+    const list = await acme.inject({ method: 'GET', url: '/v1/robots' });
+    expect(list.statusCode).toBe(200);
+    const items = list.json<{ items: Array<Record<string, unknown>> }>().items;
+    expect(items.map((r) => [r.robotId, r.status])).toEqual([
+      ['robot-a', 'online'],
+      ['robot-b', 'stopped'],
+    ]);
+    expect(items[0]).toMatchObject({
+      sessions: [{ sessionId: 's01', tenantId: 'acme', epoch: 1 }],
+      capacity: { maxSessions: 4, sessionsHeld: 2 },
+      lastSeenAt: at,
+      reportedStatus: 'running',
+    });
+    expect(items[0]).not.toHaveProperty('v');
+
+    const theirs = await other.inject({ method: 'GET', url: '/v1/robots/robot-a' });
+    expect(theirs.statusCode).toBe(200);
+    expect(theirs.json().sessions).toEqual([{ sessionId: 'theirs', tenantId: 'other', epoch: 1 }]);
+
+    // Past its ttl without a new beat, the robot is offline; the clock is the index's, not the wall's.
+    clock.now += 15_000;
+    expect((await acme.inject({ method: 'GET', url: '/v1/robots/robot-a' })).json()).toMatchObject({
+      status: 'offline',
+      lastSeenAt: at,
+    });
+    const metrics = await acme.inject({ method: 'GET', url: '/metrics' });
+    expect(metrics.body).toMatch(/rpa_query_robots\{[^}]*status="offline"[^}]*\} 1/);
+    expect(metrics.body).toMatch(/rpa_query_robots\{[^}]*status="stopped"[^}]*\} 1/);
+    expect(metrics.body).toMatch(/rpa_query_robots\{[^}]*status="online"[^}]*\} 0/);
+    expect(metrics.body).toMatch(/rpa_query_robot_index_skipped_entries\{[^}]*\} 1/);
+
+    for (const id of ['robot-c', 'nobody']) {
+      const missing = await acme.inject({ method: 'GET', url: `/v1/robots/${id}` });
+      expect(missing.statusCode, id).toBe(404);
+      expect(missing.json().error.code).toBe('ROBOT_NOT_FOUND');
+    }
+    const bad = await acme.inject({ method: 'GET', url: '/v1/robots/bad%20id' });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().error.message).toContain('params.id');
+  });
+
   it('reports ready only once the index has loaded, and serves health, metrics and the OpenAPI document', async () => {
     const ready = await acme.inject({ method: 'GET', url: '/readyz' });
     expect(ready.statusCode).toBe(200);
     expect(ready.json().checks.map((c: { name: string; ok: boolean }) => [c.name, c.ok])).toEqual([
       ['nats', true],
       ['index', true],
+      ['robots', true],
       ['eventStore', true],
     ]);
 
     const unstarted = new SessionIndex({ kv, logger: silentLogger });
     const loading = await app(singleTenantAuthenticator('acme'), unstarted);
+    const fleetUnstarted = new RobotIndex({ kv: robotsKv, logger: silentLogger });
+    const fleetLoading = await app(singleTenantAuthenticator('acme'), index, fleetUnstarted);
     try {
       const notReady = await loading.inject({ method: 'GET', url: '/readyz' });
       expect(notReady.statusCode).toBe(503);
@@ -276,13 +432,21 @@ describe('query API over real NATS', () => {
         ok: false,
         error: 'session index still loading',
       });
+      const fleetNotReady = await fleetLoading.inject({ method: 'GET', url: '/readyz' });
+      expect(fleetNotReady.statusCode).toBe(503);
+      expect(fleetNotReady.json().checks).toContainEqual({
+        name: 'robots',
+        ok: false,
+        error: 'robot index still loading',
+      });
     } finally {
       await loading.close();
+      await fleetLoading.close();
     }
 
     expect((await acme.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
     const metrics = await acme.inject({ method: 'GET', url: '/metrics' });
-    expect(metrics.body).toMatch(/rpa_query_index_sessions\{[^}]*\} 13/);
+    expect(metrics.body).toMatch(/rpa_query_index_sessions\{[^}]*\} 15/);
     const openapi = await acme.inject({ method: 'GET', url: '/openapi.json' });
     expect(openapi.statusCode).toBe(200);
     const paths = Object.keys(openapi.json().paths);
@@ -292,8 +456,12 @@ describe('query API over real NATS', () => {
         '/v1/sessions/{id}',
         '/v1/sessions/{id}/events',
         '/v1/artifacts/{key}',
+        '/v1/robots',
+        '/v1/robots/{id}',
       ]),
     );
+    const robotSchema = openapi.json().paths['/v1/robots/{id}'].get.responses['200'];
+    expect(JSON.stringify(robotSchema)).toContain('lastSeenAt');
   });
 
   it('refuses a caller the authenticator does not accept', async () => {

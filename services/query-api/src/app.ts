@@ -13,14 +13,18 @@ import {
   type Registry,
 } from '@rpa/shared';
 import { FeedHub, type FeedOptions } from './feed/feedHub.js';
+import type { RobotIndex } from './index/robotIndex.js';
+import { RobotStatus } from './index/robotView.js';
 import type { SessionIndex } from './index/sessionIndex.js';
 import { registerArtifactRoutes } from './routes/artifacts.js';
 import { registerEventRoutes } from './routes/events.js';
 import { registerFeedRoute } from './routes/feed.js';
+import { registerRobotRoutes } from './routes/robots.js';
 import { registerSessionRoutes } from './routes/sessions.js';
 
 export interface AppDeps {
   index: SessionIndex;
+  robots: RobotIndex;
   eventStore: EventStore;
   artifacts: ObjectStore;
   authenticator: Authenticator;
@@ -31,15 +35,16 @@ export interface AppDeps {
 }
 
 /**
- * Builds the query API: REST over the session index, the event store and the artifact store, and the WebSocket
- * feed. It does not listen; closing it closes every feed connection with 1001.
+ * Builds the query API: REST over the session and robot indexes, the event store and the artifact store, and
+ * the WebSocket feed. It does not listen; closing it closes every feed connection with 1001.
  */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = await createApiServer({
     logger: deps.logger,
     openapi: {
       title: 'RPA query API',
-      description: 'Read models of sessions, their events and artifacts, and a live WebSocket feed.',
+      description:
+        'Read models of sessions, their events and artifacts, the robot fleet, and a live WebSocket feed.',
     },
   });
 
@@ -54,13 +59,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerSessionRoutes(app, deps.index);
   registerEventRoutes(app, deps.eventStore);
   registerArtifactRoutes(app, deps.index, deps.artifacts);
+  registerRobotRoutes(app, deps.robots);
   registerFeedRoute(app, hub);
 
-  registerMetrics(deps.registry, deps.index, hub);
+  registerMetrics(deps.registry, deps.index, deps.robots, hub);
   return app;
 }
 
-function registerMetrics(registry: Registry, index: SessionIndex, hub: FeedHub): void {
+function registerMetrics(registry: Registry, index: SessionIndex, robots: RobotIndex, hub: FeedHub): void {
   new Gauge({
     name: 'rpa_query_index_sessions',
     help: 'Session documents held in the index',
@@ -75,6 +81,24 @@ function registerMetrics(registry: Registry, index: SessionIndex, hub: FeedHub):
     registers: [registry],
     collect() {
       this.set(index.stats().skipped);
+    },
+  });
+  new Gauge({
+    name: 'rpa_query_robots',
+    help: 'Robots in the fleet view, by computed status',
+    labelNames: ['status'],
+    registers: [registry],
+    collect() {
+      const { byStatus } = robots.stats();
+      for (const status of RobotStatus.options) this.set({ status }, byStatus[status]);
+    },
+  });
+  new Gauge({
+    name: 'rpa_query_robot_index_skipped_entries',
+    help: 'Invalid robot heartbeats skipped since start',
+    registers: [registry],
+    collect() {
+      this.set(robots.stats().skipped);
     },
   });
   new Gauge({

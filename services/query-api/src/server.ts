@@ -9,19 +9,26 @@ import {
 } from '@rpa/shared';
 import { buildApp } from './app.js';
 import { QueryApiEnv } from './config.js';
+import { RobotIndex } from './index/robotIndex.js';
 import { SessionIndex } from './index/sessionIndex.js';
 
 async function main(): Promise<void> {
   const ctx = await openServiceContext('query-api', QueryApiEnv);
   const { config, logger, nc, topology } = ctx;
 
-  const kv = await new Kvm(nc).create(topology.sessionsBucket);
+  const kvm = new Kvm(nc);
+  const kv = await kvm.create(topology.sessionsBucket);
+  // Only the artifacts store is opened: restore points hold cookies and are never served.
   const artifacts = await new Objm(nc).create(topology.artifactsBucket);
   const index = new SessionIndex({ kv, logger: logger.child({ component: 'index' }) });
   index.start();
+  const robotsKv = await kvm.create(topology.robotsBucket, topology.robotsBucketOptions());
+  const robots = new RobotIndex({ kv: robotsKv, logger: logger.child({ component: 'robots' }) });
+  robots.start();
 
   const app = await buildApp({
     index,
+    robots,
     eventStore: ctx.store,
     artifacts,
     // Callers are not told apart yet: every request is served for the one configured tenant.
@@ -36,6 +43,12 @@ async function main(): Promise<void> {
           if (!index.isReady()) throw new Error('session index still loading');
         },
       },
+      {
+        name: 'robots',
+        check: async () => {
+          if (!robots.isReady()) throw new Error('robot index still loading');
+        },
+      },
     ],
   });
 
@@ -44,6 +57,7 @@ async function main(): Promise<void> {
       [
         ['http', () => app.close()],
         ['index', () => index.stop()],
+        ['robots', () => robots.stop()],
         ['connections', () => ctx.close()],
       ],
       logger,
@@ -51,7 +65,9 @@ async function main(): Promise<void> {
   );
 
   await app.listen({ port: config.PORT, host: config.HOST });
-  void index.ready.then(() => logger.info({}, 'ready: session index loaded'));
+  void Promise.all([index.ready, robots.ready]).then(() =>
+    logger.info({}, 'ready: session and robot indexes loaded'),
+  );
 }
 
 runMain('query-api', main);

@@ -89,6 +89,15 @@ export class Topology {
     return robotId;
   }
 
+  /**
+   * KV options of the robots bucket, for whichever of its writers and readers creates it first: the last beat
+   * per robot only, and entries of robots that stopped beating age out after an hour (silently on 2.9.10, so
+   * readers judge freshness from the beat's own `at` and `ttlMs`).
+   */
+  robotsBucketOptions(): { history: number; ttl: number } {
+    return { history: 1, ttl: 3_600_000 };
+  }
+
   eventsStreamConfig(): Partial<StreamConfig> {
     return {
       name: this.eventsStream,

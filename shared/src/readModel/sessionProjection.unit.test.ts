@@ -323,3 +323,202 @@ describe('applyToDocument', () => {
     });
   });
 });
+
+describe('applyToDocument: restore points, recovery, attention, resume and cancel', () => {
+  const opened = (r: ReturnType<typeof history>) =>
+    r('SessionOpened', { labels: {}, browser: {}, idleTimeoutMs: null });
+  const submitted = (r: ReturnType<typeof history>, stepId: string, seq: number) =>
+    r('StepSubmitted', { stepId, seq, step: { action: 'click', selector: `#${stepId}` } });
+  const checkpointed = (r: ReturnType<typeof history>, afterStepSeq: number, trigger: 'document' | 'step') =>
+    r('SessionCheckpointed', {
+      afterStepSeq,
+      stateKey: `${SESSION}.${afterStepSeq}.1`,
+      url: `https://example.com/page-${afterStepSeq}`,
+      trigger,
+      ...robot,
+    });
+  const attention = (r: ReturnType<typeof history>, stepIds = ['b']) =>
+    r('SessionNeedsAttention', {
+      code: 'UNSAFE_REPLAY',
+      reason: 'step b must not run twice',
+      stepIds,
+      robotId: 'robot-b',
+      epoch: 2,
+    });
+
+  /** Applies each event twice in a row: the second application must return the very same document. */
+  function foldTwice(events: RecordedSessionEvent[]): SessionDocument | null {
+    return events.reduce<SessionDocument | null>((doc, e) => {
+      const once = applyToDocument(doc, e);
+      const again = applyToDocument(once, e);
+      expect(again).toBe(once);
+      expect(SessionDocument.safeParse(once).success).toBe(true);
+      return once;
+    }, null);
+  }
+
+  it('given a restore point, when a newer one is recorded, then it replaces it; an older one never does', () => {
+    const r = history();
+    const base = [opened(r), submitted(r, 'a', 1), submitted(r, 'b', 2), submitted(r, 'c', 3)];
+    const first = checkpointed(r, 1, 'document');
+    const newer = checkpointed(r, 3, 'step');
+    const older = checkpointed(r, 2, 'document');
+
+    const afterFirst = foldTwice([...base, first])!;
+    expect(afterFirst.checkpoint).toEqual({
+      afterStepSeq: 1,
+      url: 'https://example.com/page-1',
+      trigger: 'document',
+      at: first.metadata.occurredAt,
+    });
+    const doc = foldTwice([...base, first, newer, older])!;
+    expect(doc.checkpoint).toEqual({
+      afterStepSeq: 3,
+      url: 'https://example.com/page-3',
+      trigger: 'step',
+      at: newer.metadata.occurredAt,
+    });
+    // The older one still moves the document's coordinates, and the storage state key is never in it.
+    expect(doc.position).toBe(older.position);
+    expect(JSON.stringify(doc)).not.toContain('stateKey');
+  });
+
+  it('when a robot recovers the session, then the count goes up and the last recovery is described', () => {
+    const r = history();
+    const base = [opened(r), submitted(r, 'a', 1)];
+    const first = r('SessionRecovered', {
+      fromCheckpoint: null,
+      replayedSteps: 2,
+      skippedSteps: 0,
+      durationMs: 900,
+      ...robot,
+    });
+    const second = r('SessionRecovered', {
+      fromCheckpoint: { afterStepSeq: 1, stateKey: `${SESSION}.1.1` },
+      replayedSteps: 1,
+      skippedSteps: 1,
+      durationMs: 450,
+      robotId: 'robot-b',
+      epoch: 2,
+    });
+    const once = foldTwice([...base, first])!;
+    expect(once).toMatchObject({
+      recoveries: 1,
+      lastRecovery: {
+        robotId: 'robot-a',
+        epoch: 1,
+        fromCheckpointSeq: null,
+        replayedSteps: 2,
+        skippedSteps: 0,
+        durationMs: 900,
+        at: first.metadata.occurredAt,
+      },
+    });
+    const twice = applyToDocument(applyToDocument(once, second), second)!;
+    expect(twice.recoveries).toBe(2);
+    expect(twice.lastRecovery).toEqual({
+      robotId: 'robot-b',
+      epoch: 2,
+      fromCheckpointSeq: 1,
+      replayedSteps: 1,
+      skippedSteps: 1,
+      durationMs: 450,
+      at: second.metadata.occurredAt,
+    });
+  });
+
+  it('given an open session, when it needs attention, then it says why and resumes to open', () => {
+    const r = history();
+    const base = [opened(r), submitted(r, 'b', 1), submitted(r, 'c', 2)];
+    const flagged = attention(r, ['b', 'c']);
+    const doc = foldTwice([...base, flagged])!;
+    expect(doc.status).toBe('needs_attention');
+    expect(doc.attention).toEqual({
+      code: 'UNSAFE_REPLAY',
+      reason: 'step b must not run twice',
+      stepIds: ['b', 'c'],
+      resumeTo: 'open',
+      at: flagged.metadata.occurredAt,
+    });
+    expect(doc.closedAt).toBeNull();
+  });
+
+  it('given a session that needs attention, when it is resumed, then it returns to the status it had', () => {
+    const r = history();
+    const fromOpen = foldTwice([opened(r), attention(r), r('SessionResumed', { skipReplay: ['b'] })])!;
+    expect(fromOpen).toMatchObject({ status: 'open', attention: null });
+
+    const c = history();
+    const fromClosing = foldTwice([
+      opened(c),
+      c('SessionCloseRequested', { reason: null }),
+      attention(c),
+      c('SessionResumed', { skipReplay: [] }),
+    ])!;
+    expect(fromClosing).toMatchObject({ status: 'closing', attention: null });
+  });
+
+  it('given a session that does not need attention, when a resume arrives, then its status stays', () => {
+    const r = history();
+    const doc = foldTwice([opened(r), r('SessionResumed', { skipReplay: [] })])!;
+    expect(doc).toMatchObject({ status: 'open', attention: null, version: 1 });
+  });
+
+  it('when a session is cancelled, then it is cancelled with its time, and a later close changes nothing', () => {
+    const r = history();
+    const base = [opened(r), submitted(r, 'b', 1), attention(r)];
+    const cancelled = r('SessionCancelled', { reason: 'wrong customer' });
+    const doc = foldTwice([...base, cancelled])!;
+    expect(doc).toMatchObject({
+      status: 'cancelled',
+      attention: null,
+      closedAt: cancelled.metadata.occurredAt,
+    });
+    const late = r('SessionClosed', { ...robot });
+    const after = applyToDocument(doc, late)!;
+    expect(after).toMatchObject({ status: 'cancelled', closedAt: cancelled.metadata.occurredAt });
+    expect(applyToDocument(after, late)).toBe(after);
+  });
+
+  it('given a closed session, when a cancel arrives, then it stays closed', () => {
+    const r = history();
+    const base = [opened(r), r('SessionCloseRequested', { reason: null })];
+    const closed = r('SessionClosed', { ...robot });
+    const doc = foldTwice([...base, closed, r('SessionCancelled', { reason: null })])!;
+    expect(doc).toMatchObject({ status: 'closed', closedAt: closed.metadata.occurredAt });
+  });
+
+  it('a rebuild of a history with every new event yields the same document as applying each event twice', () => {
+    const r = history();
+    const events = [
+      opened(r),
+      submitted(r, 'a', 1),
+      submitted(r, 'b', 2),
+      r('SessionClaimed', { ...robot, previousRobotId: null }),
+      checkpointed(r, 1, 'document'),
+      r('SessionClaimed', { robotId: 'robot-b', epoch: 2, previousRobotId: 'robot-a' }),
+      attention(r),
+      r('SessionResumed', { skipReplay: ['b'] }),
+      r('SessionRecovered', {
+        fromCheckpoint: { afterStepSeq: 1, stateKey: `${SESSION}.1.1` },
+        replayedSteps: 0,
+        skippedSteps: 1,
+        durationMs: 100,
+        robotId: 'robot-b',
+        epoch: 2,
+      }),
+      r('SessionCancelled', { reason: null }),
+    ];
+    const once = fold(events)!;
+    expect(foldTwice(events)).toEqual(once);
+    expect(fold(events, once)).toBe(once);
+    expect(once).toMatchObject({
+      status: 'cancelled',
+      robotId: 'robot-b',
+      epoch: 2,
+      recoveries: 1,
+      checkpoint: { afterStepSeq: 1 },
+      lastRecovery: { fromCheckpointSeq: 1, skippedSteps: 1 },
+    });
+  });
+});

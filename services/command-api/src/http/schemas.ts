@@ -45,10 +45,16 @@ export const CloseSessionBody = z.strictObject({ reason: z.string().max(500).opt
 /** A session's status as the command side sees it right after a command. */
 export const SessionStatusBody = z.enum(['open', 'closing', 'needs_attention', 'closed', 'cancelled']);
 
-export const CloseSessionResponse = z.object({
+/** What a command on a whole session answers: the session's status right after it. */
+export const SessionStatusResponse = z.object({
   sessionId: z.string(),
   status: SessionStatusBody,
 });
+
+/** Resuming takes nothing but the session: an empty object or no body at all. */
+export const ResumeSessionBody = z.strictObject({}).nullish();
+
+export const CancelSessionBody = z.strictObject({ reason: z.string().max(500).optional() }).nullish();
 
 export const ErrorResponse = z.object({
   error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }),

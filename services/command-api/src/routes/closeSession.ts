@@ -1,5 +1,5 @@
 import { RpaError } from '@rpa/shared';
-import { CloseSessionBody, CloseSessionResponse, errorResponses, SessionIdParams } from '../http/schemas.js';
+import { CloseSessionBody, errorResponses, SessionIdParams, SessionStatusResponse } from '../http/schemas.js';
 import { commandBase, type CommandApp, type RouteContext } from './context.js';
 
 /** POST /v1/sessions/:id/close: asks the session's robot to finish and close the browser. Idempotent. */
@@ -11,11 +11,11 @@ export function registerCloseSessionRoute(app: CommandApp, ctx: RouteContext): v
       schema: {
         summary: 'Close a session',
         description:
-          'The session stops taking steps at once and closes when its robot confirms. Closing twice is harmless.',
+          'The session stops taking steps at once and closes when its robot confirms. Closing twice is harmless. A session that needs attention must be resumed or cancelled instead (409).',
         tags: ['sessions'],
         params: SessionIdParams,
         body: CloseSessionBody,
-        response: { 202: CloseSessionResponse, ...errorResponses(400, 401, 404, 413, 415, 503) },
+        response: { 202: SessionStatusResponse, ...errorResponses(400, 401, 404, 409, 413, 415, 503) },
       },
     },
     async (request, reply) => {

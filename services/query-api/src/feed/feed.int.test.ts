@@ -17,6 +17,7 @@ import {
 } from '@rpa/shared';
 import { startNatsServer, uniquePrefix, waitFor, type NatsServerHandle } from '@rpa/shared/testing';
 import { buildApp } from '../app.js';
+import { RobotIndex } from '../index/robotIndex.js';
 import { SessionIndex } from '../index/sessionIndex.js';
 import { putDocument, sessionDocument } from '../testing/sessionFixtures.js';
 import type { FeedOptions } from './feedHub.js';
@@ -129,6 +130,11 @@ describe('WebSocket feed over a real sessions bucket', () => {
     index.start();
     await index.ready;
     cleanups.push(() => index.stop());
+    // The feed does not read the fleet: an unwatched robot index over an empty bucket will do.
+    const robots = new RobotIndex({
+      kv: await new Kvm(nc).create(topology.robotsBucket, topology.robotsBucketOptions()),
+      logger: silentLogger,
+    });
     const apps: FastifyInstance[] = [];
     return {
       kv,
@@ -137,6 +143,7 @@ describe('WebSocket feed over a real sessions bucket', () => {
       async feedUrl(tenant, feed) {
         const app = await buildApp({
           index,
+          robots,
           eventStore,
           artifacts,
           authenticator: singleTenantAuthenticator(tenant),

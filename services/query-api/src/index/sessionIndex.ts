@@ -1,5 +1,6 @@
-import { KvWatchInclude, type KV, type KvWatchEntry } from '@nats-io/kv';
+import type { KV, KvWatchEntry } from '@nats-io/kv';
 import { SessionDocument, type Logger } from '@rpa/shared';
+import { BucketWatch } from './bucketWatch.js';
 import type { ListingKey } from './listingOrder.js';
 import { TenantListing, type ListingPage } from './tenantListing.js';
 
@@ -23,8 +24,6 @@ interface Located {
   sessionId: string;
 }
 
-type Watcher = Awaited<ReturnType<KV['watch']>>;
-
 /**
  * An in-memory index of the session documents in the sessions KV bucket, per tenant, kept current by a KV watch:
  * the last value of every key first (`ready` resolves once they are in), then every update and delete. A value
@@ -34,48 +33,39 @@ type Watcher = Awaited<ReturnType<KV['watch']>>;
 export class SessionIndex {
   /** Resolves once the initial values have been loaded. Never rejects. */
   readonly ready: Promise<void>;
-  private markReady!: () => void;
-  private loaded = false;
-  private readonly kv: KV;
   private readonly logger: Logger;
-  private readonly rewatchDelayMs: number;
-  private readonly maxRewatchDelayMs: number;
+  private readonly watch: BucketWatch;
   private readonly tenants = new Map<string, TenantListing>();
-  /** KV revision last seen per key, so that a re-watch does not re-announce documents that did not change. */
-  private readonly revisions = new Map<string, number>();
   /** Which document each key holds, so that a delete (which carries no value) can be applied. */
   private readonly located = new Map<string, Located>();
   private readonly listeners = new Set<SessionChangeListener>();
-  private watcher: Watcher | null = null;
-  private running: Promise<void> | null = null;
-  private stopped = false;
-  private wake: (() => void) | null = null;
-  private resyncRequested = false;
   private skipped = 0;
-  private watches = 0;
 
   constructor(options: SessionIndexOptions) {
-    this.kv = options.kv;
     this.logger = options.logger;
-    this.rewatchDelayMs = options.rewatchDelayMs ?? 250;
-    this.maxRewatchDelayMs = options.maxRewatchDelayMs ?? 5_000;
-    this.ready = new Promise((resolve) => {
-      this.markReady = resolve;
+    this.watch = new BucketWatch({
+      kv: options.kv,
+      name: 'sessions',
+      logger: options.logger,
+      ...(options.rewatchDelayMs === undefined ? {} : { rewatchDelayMs: options.rewatchDelayMs }),
+      ...(options.maxRewatchDelayMs === undefined ? {} : { maxRewatchDelayMs: options.maxRewatchDelayMs }),
+      handler: {
+        put: (entry) => this.apply(entry),
+        remove: (key) => this.removeKey(key),
+        loaded: () => this.logger.info({ sessions: this.stats().sessions }, 'sessions index loaded'),
+      },
     });
+    this.ready = this.watch.ready;
   }
 
   /** Starts watching the bucket; idempotent. */
   start(): void {
-    if (this.running || this.stopped) return;
-    this.running = this.run();
+    this.watch.start();
   }
 
   /** Stops watching; safe to call twice. Listeners are kept but receive nothing more. */
-  async stop(): Promise<void> {
-    this.stopped = true;
-    this.wake?.();
-    this.watcher?.stop();
-    await this.running;
+  stop(): Promise<void> {
+    return this.watch.stop();
   }
 
   /**
@@ -83,19 +73,17 @@ export class SessionIndex {
    * stream purge, a restored backup). For operators who suspect a gap, and for tests of the re-watch path.
    */
   resync(): void {
-    if (!this.watcher) return;
-    this.resyncRequested = true;
-    this.watcher.stop();
+    this.watch.resync();
   }
 
   /** True once the initial values have been loaded. */
   isReady(): boolean {
-    return this.loaded;
+    return this.watch.isReady();
   }
 
   /** True while a watch is open on the bucket. */
   isWatching(): boolean {
-    return this.watcher !== null;
+    return this.watch.isWatching();
   }
 
   /** The document of a session, only within its tenant. */
@@ -136,75 +124,10 @@ export class SessionIndex {
   stats(): { sessions: number; tenants: number; skipped: number; watches: number } {
     let sessions = 0;
     for (const listing of this.tenants.values()) sessions += listing.size;
-    return { sessions, tenants: this.tenants.size, skipped: this.skipped, watches: this.watches };
-  }
-
-  private async run(): Promise<void> {
-    let delay = this.rewatchDelayMs;
-    while (!this.stopped) {
-      try {
-        const completedLoad = await this.watchOnce();
-        // A watch that got through its initial values was healthy: the next failure starts the backoff over.
-        if (completedLoad) delay = this.rewatchDelayMs;
-        if (this.resyncRequested) {
-          this.resyncRequested = false;
-          continue;
-        }
-        if (!this.stopped) this.logger.warn({ delayMs: delay }, 'sessions watch ended; watching again');
-      } catch (error) {
-        if (!this.stopped)
-          this.logger.warn({ err: error, delayMs: delay }, 'sessions watch failed; retrying');
-      }
-      if (this.stopped) break;
-      await this.pause(delay);
-      delay = Math.min(delay * 2, this.maxRewatchDelayMs);
-    }
-  }
-
-  /** One watch, from the current values until the iterator ends. Returns whether the initial load completed. */
-  private async watchOnce(): Promise<boolean> {
-    const { values } = await this.kv.status();
-    const watcher = await this.kv.watch({ include: KvWatchInclude.LastValue });
-    if (this.stopped) {
-      watcher.stop();
-      return false;
-    }
-    this.watcher = watcher;
-    this.watches++;
-    const seen = new Set<string>();
-    let loading = true;
-    const finishLoad = () => {
-      loading = false;
-      this.dropUnseen(seen);
-      if (!this.loaded) {
-        this.loaded = true;
-        this.markReady();
-      }
-      this.logger.info({ sessions: this.stats().sessions }, 'sessions index loaded');
-    };
-    // The watch marks the last of its initial values as the first update; an empty bucket has none to mark.
-    if (values === 0) finishLoad();
-    try {
-      for await (const entry of watcher) {
-        if (loading) seen.add(entry.key);
-        this.apply(entry);
-        if (loading && entry.isUpdate) finishLoad();
-      }
-    } finally {
-      this.watcher = null;
-    }
-    return !loading;
+    return { sessions, tenants: this.tenants.size, skipped: this.skipped, watches: this.watch.watches };
   }
 
   private apply(entry: KvWatchEntry): void {
-    const last = this.revisions.get(entry.key);
-    if (last !== undefined && entry.revision <= last) return;
-    this.revisions.set(entry.key, entry.revision);
-    if (entry.operation === 'DEL' || entry.operation === 'PURGE') {
-      this.removeKey(entry.key);
-      this.revisions.delete(entry.key);
-      return;
-    }
     const doc = this.parse(entry);
     if (!doc) return;
     let listing = this.tenants.get(doc.tenantId);
@@ -260,15 +183,6 @@ export class SessionIndex {
     this.emit({ kind: 'remove', tenantId: where.tenantId, sessionId: where.sessionId });
   }
 
-  /** After a re-watch has loaded, keys it did not see were deleted and purged while nobody watched. */
-  private dropUnseen(seen: Set<string>): void {
-    for (const key of [...this.revisions.keys()]) {
-      if (seen.has(key)) continue;
-      this.revisions.delete(key);
-      this.removeKey(key);
-    }
-  }
-
   private emit(change: SessionChange): void {
     for (const listener of this.listeners) {
       try {
@@ -277,17 +191,5 @@ export class SessionIndex {
         this.logger.error({ err: error }, 'session change listener failed');
       }
     }
-  }
-
-  private pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.wake = null;
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.wake = done;
-    });
   }
 }

@@ -1,0 +1,295 @@
+import type { JetStreamClient } from '@nats-io/jetstream';
+import { describe, expect, it } from 'vitest';
+import {
+  AssignmentMessage,
+  decodeMessage,
+  SESSION_EVENT_TYPES,
+  SessionWorkMessage,
+  silentLogger,
+  Topology,
+  type RecordedSessionEvent,
+  type SessionEvent,
+  type SessionEventOf,
+  type SessionEventType,
+} from '@rpa/shared';
+import { dispatchFor, StepDispatcher, type Dispatch, type DispatchKind } from './dispatcher.js';
+
+const topology = new Topology('unit');
+const SESSION = 'sess-1';
+const TENANT = 'acme';
+const OCCURRED_AT = '2025-01-01T10:00:00.000Z';
+const robot = { robotId: 'robot-a', epoch: 1 };
+
+let revision = -1;
+/** A recorded event of the test session, with an event id derived from its revision. */
+function recorded<K extends SessionEventType>(
+  type: K,
+  data: SessionEventOf<K>['data'],
+): RecordedSessionEvent {
+  revision++;
+  return {
+    event: { type, data } as SessionEvent,
+    metadata: {
+      schemaVersion: 1,
+      tenantId: TENANT,
+      sessionId: SESSION,
+      occurredAt: OCCURRED_AT,
+      commandId: `c${revision}`,
+      commandType: 'Test',
+      actor: { kind: 'system', id: 'test' },
+    },
+    eventId: `evt-${type}-${revision}`,
+    streamId: `session-${SESSION}`,
+    revision,
+    position: revision + 1,
+    recordedAt: OCCURRED_AT,
+  };
+}
+
+/** One event of every type; the Record type makes a new event type without an example fail to compile. */
+const examples: { [K in SessionEventType]: () => RecordedSessionEvent } = {
+  SessionOpened: () =>
+    recorded('SessionOpened', {
+      labels: { team: 'billing' },
+      browser: { locale: 'en-US' },
+      idleTimeoutMs: 60_000,
+    }),
+  StepSubmitted: () =>
+    recorded('StepSubmitted', {
+      stepId: 'a',
+      seq: 1,
+      step: { action: 'navigate', url: 'https://example.com/' },
+    }),
+  SessionClaimed: () => recorded('SessionClaimed', { ...robot, previousRobotId: null }),
+  StepStarted: () => recorded('StepStarted', { stepId: 'a', seq: 1, attempt: 1, ...robot }),
+  StepSucceeded: () =>
+    recorded('StepSucceeded', {
+      stepId: 'a',
+      seq: 1,
+      attempt: 1,
+      output: { kind: 'none' },
+      durationMs: 10,
+      ...robot,
+    }),
+  StepFailed: () =>
+    recorded('StepFailed', {
+      stepId: 'a',
+      seq: 1,
+      attempt: 1,
+      error: { code: 'SELECTOR_NOT_FOUND', message: 'no #a' },
+      durationMs: 10,
+      ...robot,
+    }),
+  SessionCheckpointed: () =>
+    recorded('SessionCheckpointed', {
+      afterStepSeq: 1,
+      stateKey: topology.restorePointKey(SESSION, 1, 1),
+      url: 'https://example.com/',
+      trigger: 'document',
+      ...robot,
+    }),
+  SessionRecovered: () =>
+    recorded('SessionRecovered', {
+      fromCheckpoint: null,
+      replayedSteps: 1,
+      skippedSteps: 0,
+      durationMs: 300,
+      ...robot,
+    }),
+  SessionNeedsAttention: () =>
+    recorded('SessionNeedsAttention', {
+      code: 'UNSAFE_REPLAY',
+      reason: 'step a must not run twice',
+      stepIds: ['a'],
+      ...robot,
+    }),
+  SessionResumed: () => recorded('SessionResumed', { skipReplay: ['a'] }),
+  SessionCancelled: () => recorded('SessionCancelled', { reason: 'not needed' }),
+  SessionCloseRequested: () => recorded('SessionCloseRequested', { reason: null }),
+  SessionClosed: () => recorded('SessionClosed', { ...robot }),
+};
+
+/** A dispatch with its body decoded by the schema its subject promises. */
+function decoded(dispatch: Dispatch) {
+  const body =
+    dispatch.subject === topology.assignSubject
+      ? decodeMessage(AssignmentMessage, dispatch.data)
+      : decodeMessage(SessionWorkMessage, dispatch.data);
+  return { kind: dispatch.kind, subject: dispatch.subject, msgID: dispatch.msgID, body };
+}
+
+const dispatchesOf = (e: RecordedSessionEvent) => dispatchFor(e, topology).map(decoded);
+
+describe('dispatchFor', () => {
+  it('when a session opens, then one assignment carries its labels, browser and open time, keyed by the event id', () => {
+    const e = examples.SessionOpened();
+    expect(dispatchesOf(e)).toEqual([
+      {
+        kind: 'assignment',
+        subject: topology.assignSubject,
+        msgID: e.eventId,
+        body: {
+          v: 1,
+          sessionId: SESSION,
+          tenantId: TENANT,
+          reason: 'opened',
+          labels: { team: 'billing' },
+          browser: { locale: 'en-US' },
+          openedAt: OCCURRED_AT,
+        },
+      },
+    ]);
+  });
+
+  it('when a step is submitted, then one step message on the session subject carries the step, keyed by the event id', () => {
+    const e = examples.StepSubmitted();
+    expect(dispatchesOf(e)).toEqual([
+      {
+        kind: 'step',
+        subject: topology.stepsSubject(SESSION),
+        msgID: e.eventId,
+        body: {
+          v: 1,
+          kind: 'step',
+          sessionId: SESSION,
+          tenantId: TENANT,
+          stepId: 'a',
+          seq: 1,
+          step: { action: 'navigate', url: 'https://example.com/' },
+        },
+      },
+    ]);
+  });
+
+  it('when close is requested, then one close message on the session subject, after the steps before it', () => {
+    const e = examples.SessionCloseRequested();
+    expect(dispatchesOf(e)).toEqual([
+      {
+        kind: 'close',
+        subject: topology.stepsSubject(SESSION),
+        msgID: e.eventId,
+        body: { v: 1, kind: 'close', sessionId: SESSION, tenantId: TENANT },
+      },
+    ]);
+  });
+
+  it('when a session is resumed, then one assignment with reason resumed, keyed by the event id', () => {
+    const e = examples.SessionResumed();
+    expect(dispatchesOf(e)).toEqual([
+      {
+        kind: 'assignment',
+        subject: topology.assignSubject,
+        msgID: e.eventId,
+        body: { v: 1, sessionId: SESSION, tenantId: TENANT, reason: 'resumed' },
+      },
+    ]);
+  });
+
+  it('when a session is cancelled, then a close for its owner and then an assignment for anyone, with distinct ids', () => {
+    const e = examples.SessionCancelled();
+    expect(dispatchesOf(e)).toEqual([
+      {
+        kind: 'close',
+        subject: topology.stepsSubject(SESSION),
+        msgID: e.eventId,
+        body: { v: 1, kind: 'close', sessionId: SESSION, tenantId: TENANT },
+      },
+      {
+        kind: 'assignment',
+        subject: topology.assignSubject,
+        msgID: `${e.eventId}.assign`,
+        body: { v: 1, sessionId: SESSION, tenantId: TENANT, reason: 'cancelled' },
+      },
+    ]);
+  });
+
+  it.each([
+    'SessionClaimed',
+    'StepStarted',
+    'StepSucceeded',
+    'StepFailed',
+    'SessionCheckpointed',
+    'SessionRecovered',
+    'SessionNeedsAttention',
+    'SessionClosed',
+  ] as const)('when %s is recorded, then there is no work to publish', (type) => {
+    expect(dispatchFor(examples[type](), topology)).toEqual([]);
+  });
+
+  it('the same event always yields the same messages and ids, so a replay is deduplicated', () => {
+    for (const type of SESSION_EVENT_TYPES) {
+      const e = examples[type]();
+      expect(dispatchesOf(e), type).toEqual(dispatchesOf(structuredClone(e)));
+    }
+  });
+
+  it('no two messages of a session share an id: JetStream deduplicates by id across the whole work stream', () => {
+    const ids = SESSION_EVENT_TYPES.flatMap((type) => dispatchFor(examples[type](), topology)).map(
+      (d) => d.msgID,
+    );
+    expect(ids.length).toBe(6);
+    expect(new Set(ids).size).toBe(ids.length);
+  });
+});
+
+interface Published {
+  subject: string;
+  msgID: string | undefined;
+}
+
+/** A JetStream client that records publishes; `failOn` makes the n-th publish (from 0) fail once. */
+function recordingJs(failOn: number | null = null) {
+  const published: Published[] = [];
+  let calls = 0;
+  const js = {
+    async publish(subject: string, _data: Uint8Array, options?: { msgID?: string }) {
+      if (calls++ === failOn) throw new Error('no ack within the timeout');
+      const duplicate = published.some((p) => p.msgID === options?.msgID);
+      if (!duplicate) published.push({ subject, msgID: options?.msgID });
+      return { stream: topology.workStream, seq: published.length, duplicate };
+    },
+  } as unknown as JetStreamClient;
+  return { js, published };
+}
+
+describe('StepDispatcher', () => {
+  it('publishes a cancelled session’s close before its assignment, each with its own id, and reports each', async () => {
+    const { js, published } = recordingJs();
+    const reported: Array<[DispatchKind, boolean]> = [];
+    const dispatcher = new StepDispatcher({
+      js,
+      topology,
+      logger: silentLogger,
+      onPublished: (kind, duplicate) => reported.push([kind, duplicate]),
+    });
+    const e = examples.SessionCancelled();
+    await dispatcher.handle(e);
+    await dispatcher.handle(e);
+    expect(published).toEqual([
+      { subject: topology.stepsSubject(SESSION), msgID: e.eventId },
+      { subject: topology.assignSubject, msgID: `${e.eventId}.assign` },
+    ]);
+    expect(reported).toEqual([
+      ['close', false],
+      ['assignment', false],
+      ['close', true],
+      ['assignment', true],
+    ]);
+  });
+
+  it('stops at a failed publish, and handling the event again publishes what is missing and nothing twice', async () => {
+    const { js, published } = recordingJs(1);
+    const dispatcher = new StepDispatcher({ js, topology, logger: silentLogger });
+    const e = examples.SessionCancelled();
+    await expect(dispatcher.handle(e)).rejects.toThrow('no ack');
+    expect(published.map((p) => p.msgID)).toEqual([e.eventId]);
+    await dispatcher.handle(e);
+    expect(published.map((p) => p.msgID)).toEqual([e.eventId, `${e.eventId}.assign`]);
+  });
+
+  it('publishes nothing for an event that carries no work', async () => {
+    const { js, published } = recordingJs();
+    await new StepDispatcher({ js, topology, logger: silentLogger }).handle(examples.StepSucceeded());
+    expect(published).toEqual([]);
+  });
+});
