@@ -22,6 +22,15 @@ export interface AssignmentPullerDeps {
   metrics: RobotMetrics;
   /** Builds the runner of a session this robot has just claimed. */
   createRunner(owner: Ownership, assignment: AssignmentMessage): SessionRunner;
+  /** Removes what a closed or cancelled session left behind (its step consumer and messages, its restore point). */
+  cleanUp(sessionId: string, restorePointKey: string | null): Promise<void>;
+}
+
+/** A session held by this robot, as the fleet heartbeat reports it. */
+export interface HeldSession {
+  sessionId: string;
+  tenantId: string;
+  epoch: number;
 }
 
 interface Held {
@@ -53,6 +62,18 @@ export class AssignmentPuller {
   /** Sessions held (claimed or being claimed) right now. */
   get size(): number {
     return this.held.size;
+  }
+
+  /** The sessions claimed and being run right now. */
+  sessions(): HeldSession[] {
+    const sessions: HeldSession[] = [];
+    for (const { runner } of this.held.values()) {
+      if (runner) {
+        const { sessionId, tenantId, epoch } = runner.owner;
+        sessions.push({ sessionId, tenantId, epoch });
+      }
+    }
+    return sessions;
   }
 
   /** Stops taking new assignments; resolves when no pull is pending any more. */
@@ -106,7 +127,7 @@ export class AssignmentPuller {
         failures = 0;
         if (!msg) continue;
         if (signal.aborted) {
-          msg.nak();
+          this.settleMessage(msg, 'nak');
           break;
         }
         this.accept(msg);
@@ -126,10 +147,17 @@ export class AssignmentPuller {
       assignment = decodeMessage(AssignmentMessage, msg.data);
     } catch (error) {
       logger.error({ err: error, seq: msg.seq }, 'undecodable assignment: terminated');
-      msg.term();
+      this.settleMessage(msg, 'term');
       return;
     }
     const current = this.held.get(assignment.sessionId);
+    if (current && current.msg.seq !== msg.seq) {
+      // Another assignment for a session held here (a cancel's): the held one already covers the session, and its
+      // close message reaches the runner on the session's own subject.
+      logger.debug({ sessionId: assignment.sessionId, reason: assignment.reason }, 'session already held');
+      this.settleMessage(msg, 'ack');
+      return;
+    }
     if (current) {
       // Redelivered while held (progress signals were lost): the newest delivery is the one to keep alive.
       current.stopHeartbeat();
@@ -160,12 +188,17 @@ export class AssignmentPuller {
       const claim = await reporter.claim(assignment, this.stopController.signal);
       switch (claim.kind) {
         case 'closed':
-          log.info({}, 'assignment for a closed session: terminated');
-          entry.msg.term();
+          // Nobody holds a finished session: whoever gets its assignment removes what it left behind.
+          await this.deps.cleanUp(assignment.sessionId, claim.restorePointKey);
+          log.info(
+            { reason: assignment.reason },
+            'assignment for a finished session: cleaned up, terminated',
+          );
+          this.settleMessage(entry.msg, 'term');
           return;
         case 'rejected':
           log.warn({ code: claim.code, reason: claim.message }, 'claim refused: assignment terminated');
-          entry.msg.term();
+          this.settleMessage(entry.msg, 'term');
           return;
         case 'claimed':
           break;
@@ -173,7 +206,7 @@ export class AssignmentPuller {
           return assertNever(claim);
       }
       if (this.stopController.signal.aborted) {
-        entry.msg.nak();
+        this.settleMessage(entry.msg, 'nak');
         return;
       }
       log.info({ epoch: claim.ownership.epoch }, 'session claimed');
@@ -183,30 +216,49 @@ export class AssignmentPuller {
       log.info({ outcome }, 'session released');
     } catch (error) {
       if (error instanceof RobotStoppingError) {
-        entry.msg.nak();
+        this.settleMessage(entry.msg, 'nak');
         return;
       }
       log.error({ err: error }, 'taking the session failed: handing it back');
-      entry.msg.nak(retryDelayMs);
+      this.settleMessage(entry.msg, 'nak', retryDelayMs);
     }
   }
 
   private settle(entry: Held, outcome: RunnerOutcome): void {
     switch (outcome) {
       case 'closed':
-        entry.msg.ack();
+        this.settleMessage(entry.msg, 'ack');
         return;
       case 'lost':
         // Another robot holds a newer delivery; an ack from us would be accepted by the server and cut it off.
         return;
       case 'stopped':
-        entry.msg.nak();
+        // At once, without delay: the next robot takes the session over now rather than after the ack wait.
+        this.settleMessage(entry.msg, 'nak');
         return;
       case 'failed':
-        entry.msg.nak(this.deps.retryDelayMs);
+        this.settleMessage(entry.msg, 'nak', this.deps.retryDelayMs);
+        return;
+      case 'parked':
+        // The session waits for an operator; resuming it publishes a fresh assignment.
+        this.settleMessage(entry.msg, 'term');
         return;
       default:
         return assertNever(outcome);
+    }
+  }
+
+  /**
+   * Acks, naks or terminates a message. On a closed connection this cannot reach the server: the message then
+   * comes back after its ack wait, which is what should happen to a session whose robot lost its connection.
+   */
+  private settleMessage(msg: JsMsg, how: 'ack' | 'nak' | 'term', delayMs?: number): void {
+    try {
+      if (how === 'ack') msg.ack();
+      else if (how === 'term') msg.term();
+      else msg.nak(delayMs);
+    } catch (error) {
+      this.deps.logger.warn({ err: error, seq: msg.seq, how }, 'settling an assignment failed');
     }
   }
 }

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { chromium, type Browser, type BrowserContext } from 'playwright-core';
 import { RpaError, type BrowserOptions, type Logger } from '@rpa/shared';
 import type { Breaker } from './breakers.js';
+import type { StorageState } from './restorePoints.js';
 
 /** Chromium flags for unattended, headless work: nothing phones home, updates itself or needs a GPU. */
 export const CHROMIUM_ARGS = [
@@ -53,13 +54,17 @@ export class RobotBrowser {
     await this.ensure();
   }
 
-  /** A fresh context with the session's viewport, user agent and locale. */
-  async newContext(browserOptions: BrowserOptions): Promise<BrowserContext> {
+  /** A fresh context with the session's viewport, user agent and locale, and the storage state to restore if any. */
+  async newContext(
+    browserOptions: BrowserOptions,
+    storageState: StorageState | null = null,
+  ): Promise<BrowserContext> {
     const browser = await this.ensure();
     return browser.newContext({
       ...(browserOptions.viewport ? { viewport: browserOptions.viewport } : {}),
       ...(browserOptions.userAgent ? { userAgent: browserOptions.userAgent } : {}),
       ...(browserOptions.locale ? { locale: browserOptions.locale } : {}),
+      ...(storageState ? { storageState } : {}),
     });
   }
 

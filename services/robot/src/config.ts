@@ -21,6 +21,8 @@ export const RobotEnv = z.object({
   ACK_WAIT_MS: z.coerce.number().int().min(1_000).max(600_000).default(30_000),
   CHROMIUM_PATH: z.string().min(1).optional(),
   HEALTH_PORT: envFields.port(9092),
+  /** Time between this robot's heartbeats in the robots bucket; it counts as offline after three missed ones. */
+  HEARTBEAT_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(5_000),
   /** How long a stopping robot lets the steps in hand finish before it interrupts them. */
   SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(120_000).default(15_000),
 });

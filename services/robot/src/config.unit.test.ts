@@ -11,6 +11,7 @@ describe('robot configuration', () => {
       MAX_SESSIONS: 4,
       ACK_WAIT_MS: 30_000,
       HEALTH_PORT: 9092,
+      HEARTBEAT_INTERVAL_MS: 5_000,
     });
     expect(env.ROBOT_ID).toMatch(/^robot-[A-Za-z0-9_.-]+-[0-9a-f]{8}$/);
     expect(env.CHROMIUM_PATH).toBeUndefined();
@@ -21,6 +22,8 @@ describe('robot configuration', () => {
     expect(() => parseEnv(RobotEnv, { MAX_SESSIONS: 'many' })).toThrow(/MAX_SESSIONS/);
     expect(() => parseEnv(RobotEnv, { ACK_WAIT_MS: '10' })).toThrow(/ACK_WAIT_MS/);
     expect(() => parseEnv(RobotEnv, { ROBOT_ID: 'has spaces' })).toThrow(/ROBOT_ID/);
+    expect(() => parseEnv(RobotEnv, { HEARTBEAT_INTERVAL_MS: '99' })).toThrow(/HEARTBEAT_INTERVAL_MS/);
+    expect(parseEnv(RobotEnv, { HEARTBEAT_INTERVAL_MS: '100' }).HEARTBEAT_INTERVAL_MS).toBe(100);
   });
 
   it('derives a robot id safe for names and logs from any host name', () => {

@@ -16,6 +16,7 @@ const robot = createRobot({
   chromiumPath: resolveChromiumPath(env.CHROMIUM_PATH),
   maxSessions: env.MAX_SESSIONS,
   ackWaitMs: env.ACK_WAIT_MS,
+  heartbeatIntervalMs: env.HEARTBEAT_INTERVAL_MS,
 });
 const app = buildOpsServer(robot, registry);
 

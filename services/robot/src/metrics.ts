@@ -2,6 +2,8 @@ import { Counter, Gauge, Histogram, type Registry, type StepAction } from '@rpa/
 import type { Breaker, BreakerState } from './breakers.js';
 
 export type StepOutcome = 'succeeded' | 'failed' | 'skipped';
+/** How a take-over ended: rebuilt, parked for an operator, or broken off by an error (handed back). */
+export type RecoveryResultLabel = 'recovered' | 'parked' | 'failed';
 
 const BREAKER_STATE_VALUE: Record<BreakerState, number> = { closed: 0, half_open: 1, open: 2 };
 
@@ -11,6 +13,9 @@ export class RobotMetrics {
   readonly stepDuration: Histogram<'action'>;
   readonly sessionsHeld: Gauge;
   readonly breakerState: Gauge<'breaker'>;
+  readonly recoveries: Counter<'result'>;
+  readonly recoveryDuration: Histogram<'result'>;
+  readonly restorePoints: Counter<'trigger'>;
 
   constructor(registry: Registry) {
     this.steps = new Counter({
@@ -37,6 +42,34 @@ export class RobotMetrics {
       labelNames: ['breaker'],
       registers: [registry],
     });
+    this.recoveries = new Counter({
+      name: 'rpa_robot_recoveries_total',
+      help: 'Sessions taken over with a past to rebuild, by result (recovered, parked for an operator, failed)',
+      labelNames: ['result'],
+      registers: [registry],
+    });
+    this.recoveryDuration = new Histogram({
+      name: 'rpa_robot_recovery_duration_seconds',
+      help: 'Time from taking a session over to its page being rebuilt (or the recovery stopping), by result',
+      labelNames: ['result'],
+      buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300],
+      registers: [registry],
+    });
+    this.restorePoints = new Counter({
+      name: 'rpa_robot_restore_points_total',
+      help: 'Restore points taken and recorded, by trigger (document: a new page loaded; step: a checkpoint step)',
+      labelNames: ['trigger'],
+      registers: [registry],
+    });
+  }
+
+  recoveryFinished(result: RecoveryResultLabel, seconds: number): void {
+    this.recoveries.inc({ result });
+    this.recoveryDuration.observe({ result }, seconds);
+  }
+
+  restorePointTaken(trigger: 'document' | 'step'): void {
+    this.restorePoints.inc({ trigger });
   }
 
   stepHandled(action: StepAction, outcome: StepOutcome, seconds?: number): void {

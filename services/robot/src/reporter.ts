@@ -1,13 +1,21 @@
+import { randomUUID } from 'node:crypto';
 import {
   CommandRejectedError,
+  decodeSessionEvent,
   InvalidAppendError,
+  isTerminal,
   SchemaError,
+  sessionStreamId,
+  type AttentionCode,
   type CommandResult,
   type CompleteStep,
+  type EventStore,
   type LoadedSession,
   type Logger,
+  type RecordRecovery,
   type SessionCommand,
   type SessionCommandHandler,
+  type StepSpec,
 } from '@rpa/shared';
 import type { Breaker } from './breakers.js';
 import { ReportFailedError, RobotStoppingError, SessionLostError } from './errors.js';
@@ -23,7 +31,8 @@ export interface Ownership {
 
 export type ClaimOutcome =
   | { kind: 'claimed'; ownership: Ownership }
-  | { kind: 'closed' }
+  /** Closed or cancelled: nothing runs in it again; what it left behind (its restore point) can go. */
+  | { kind: 'closed'; restorePointKey: string | null }
   | { kind: 'rejected'; code: string; message: string };
 
 export interface RetryPolicy {
@@ -44,6 +53,8 @@ export class Reporter {
   constructor(
     private readonly options: {
       handler: SessionCommandHandler;
+      /** Read directly only to fetch the specs of submitted steps (recovery replays them). */
+      store: EventStore;
       breaker: Breaker;
       robotId: string;
       now: () => Date;
@@ -57,11 +68,32 @@ export class Reporter {
     return this.withRetry(`load ${sessionId}`, () => this.options.handler.load(sessionId), signal);
   }
 
-  /** Takes the session over with the next epoch; a closed session is not claimed. */
+  /** The session's state, one try only (behind the breaker): for checks that are repeated anyway. */
+  loadOnce(sessionId: string): Promise<LoadedSession> {
+    return this.options.breaker.run(() => this.options.handler.load(sessionId));
+  }
+
+  /** The spec of every step submitted to the session, by step id: one read of the stream. */
+  async stepSpecs(sessionId: string, signal?: AbortSignal): Promise<Map<string, StepSpec>> {
+    const recorded = await this.withRetry(
+      `read ${sessionId}`,
+      () => this.options.store.readStream(sessionStreamId(sessionId)),
+      signal,
+    );
+    const specs = new Map<string, StepSpec>();
+    for (const r of recorded) {
+      const decoded = decodeSessionEvent(r);
+      if (decoded?.event.type === 'StepSubmitted')
+        specs.set(decoded.event.data.stepId, decoded.event.data.step);
+    }
+    return specs;
+  }
+
+  /** Takes the session over with the next epoch; a closed or cancelled session is not claimed. */
   async claim(session: { sessionId: string; tenantId: string }, signal?: AbortSignal): Promise<ClaimOutcome> {
     const { robotId } = this.options;
     const loaded = await this.load(session.sessionId, signal);
-    if (loaded.state.status === 'closed') return { kind: 'closed' };
+    if (isTerminal(loaded.state)) return closedOutcome(loaded);
     const nextEpoch = loaded.state.status === 'none' ? 1 : loaded.state.epoch + 1;
     try {
       const result = await this.send(
@@ -85,7 +117,7 @@ export class Reporter {
     } catch (error) {
       if (!(error instanceof CommandRejectedError)) throw error;
       const again = await this.load(session.sessionId, signal);
-      if (again.state.status === 'closed') return { kind: 'closed' };
+      if (isTerminal(again.state)) return closedOutcome(again);
       return { kind: 'rejected', code: error.code, message: error.message };
     }
   }
@@ -110,7 +142,7 @@ export class Reporter {
   /** Records the step's result. */
   async completeStep(
     owner: Ownership,
-    report: Pick<CompleteStep, 'stepId' | 'attempt' | 'durationMs' | 'outcome'>,
+    report: Pick<CompleteStep, 'stepId' | 'attempt' | 'durationMs' | 'outcome' | 'checkpoint'>,
     signal?: AbortSignal,
   ): Promise<void> {
     await this.report(
@@ -122,6 +154,50 @@ export class Reporter {
         robotId: owner.robotId,
         epoch: owner.epoch,
         ...report,
+      },
+      signal,
+    );
+  }
+
+  /** Records that the owner rebuilt the session's browser. */
+  async recordRecovery(
+    owner: Ownership,
+    report: Pick<RecordRecovery, 'fromCheckpoint' | 'replayedSteps' | 'skippedSteps' | 'durationMs'>,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    await this.report(
+      owner,
+      {
+        type: 'RecordRecovery',
+        // Two recoveries by the same owner (after a browser crash, or a resume) are two facts, not a retry of one.
+        commandId: `recover:${owner.sessionId}:${owner.epoch}:${randomUUID()}`,
+        ...this.base(owner),
+        robotId: owner.robotId,
+        epoch: owner.epoch,
+        ...report,
+      },
+      signal,
+    );
+  }
+
+  /** Stops the session for an operator. */
+  async flagAttention(
+    owner: Ownership,
+    flag: { code: AttentionCode; reason: string; stepIds: string[] },
+    signal?: AbortSignal,
+  ): Promise<void> {
+    await this.report(
+      owner,
+      {
+        type: 'FlagAttention',
+        // Unique per flag: the same owner may be stopped twice (resumed, then stopped again at the same epoch).
+        commandId: `attention:${owner.sessionId}:${owner.epoch}:${randomUUID()}`,
+        ...this.base(owner),
+        robotId: owner.robotId,
+        epoch: owner.epoch,
+        code: flag.code,
+        reason: flag.reason,
+        stepIds: flag.stepIds,
       },
       signal,
     );
@@ -192,6 +268,11 @@ export class Reporter {
     }
     throw new ReportFailedError(`${what}: the event store kept failing`, { cause: lastError });
   }
+}
+
+function closedOutcome(loaded: LoadedSession): ClaimOutcome {
+  const restorePointKey = loaded.state.status === 'none' ? null : (loaded.state.checkpoint?.stateKey ?? null);
+  return { kind: 'closed', restorePointKey };
 }
 
 /** Refusals and malformed appends fail the same way every time; anything else may pass on a later try. */

@@ -1,4 +1,4 @@
-import { jetstream, type JetStreamManager } from '@nats-io/jetstream';
+import { jetstream } from '@nats-io/jetstream';
 import {
   closeAll,
   DEFAULT_WORK_SETTINGS,
@@ -9,16 +9,30 @@ import {
   type NatsConnection,
   type ReadinessCheck,
   type Registry,
+  type RobotHeartbeat,
   type Topology,
   type WorkSettings,
 } from '@rpa/shared';
 import { NatsArtifactStore, type ArtifactStore } from './artifacts.js';
 import { AssignmentPuller } from './assignments.js';
-import { Breakers, defaultBreakerSettings, type BreakerSettings } from './breakers.js';
+import { Breakers, defaultBreakerSettings, type BreakerSettings, type BreakerState } from './breakers.js';
 import { RobotBrowser } from './browser.js';
+import { browserMemoryBytes } from './browserMemory.js';
+import { FleetHeartbeat, openRobotsBucket } from './fleetHeartbeat.js';
 import { RobotMetrics } from './metrics.js';
 import { DEFAULT_RETRY, Reporter, type RetryPolicy } from './reporter.js';
+import { NatsRestorePointStore, type RestorePointStore } from './restorePoints.js';
+import { cleanUpSession } from './sessionCleanup.js';
 import { SessionRunner } from './sessionRunner.js';
+
+/** Default time between fleet heartbeats. */
+export const DEFAULT_HEARTBEAT_INTERVAL_MS = 5_000;
+
+const HEARTBEAT_BREAKER_STATE: Record<BreakerState, RobotHeartbeat['breakers'][number]['state']> = {
+  closed: 'closed',
+  half_open: 'halfOpen',
+  open: 'open',
+};
 
 export interface RobotDeps {
   nc: NatsConnection;
@@ -41,6 +55,12 @@ export interface RobotDeps {
   retry?: RetryPolicy;
   /** Where screenshots go; the NATS object store by default. */
   artifacts?: ArtifactStore;
+  /** Where restore points go; the NATS object store by default. */
+  restorePoints?: RestorePointStore;
+  /** Time between fleet heartbeats in the robots bucket. Default 5 s. */
+  heartbeatIntervalMs?: number;
+  /** Resident memory of this robot's Chromium; read from /proc by default. */
+  browserMemory?: () => Promise<number | null>;
   now?: () => Date;
 }
 
@@ -88,26 +108,31 @@ export function createRobot(deps: RobotDeps): Robot {
     logger,
     cacheSize: Math.max(100, deps.maxSessions * 4),
   });
+  const now = deps.now ?? (() => new Date());
   const reporter = new Reporter({
     handler,
+    store,
     breaker: breakers.eventStore,
     robotId,
-    now: deps.now ?? (() => new Date()),
+    now,
     logger,
     retry: deps.retry ?? DEFAULT_RETRY,
   });
   const js = jetstream(nc);
 
-  let jsm: JetStreamManager | null = null;
   let puller: AssignmentPuller | null = null;
+  let heartbeat: FleetHeartbeat | null = null;
   let stopped: Promise<void> | null = null;
+  const browserMemory = deps.browserMemory ?? (() => browserMemoryBytes(process.pid));
 
   return {
     robotId,
 
     async start() {
-      jsm = await ensureWorkTopology(nc, topology, settings);
+      const jsm = await ensureWorkTopology(nc, topology, settings);
       const artifacts = deps.artifacts ?? (await NatsArtifactStore.open(nc, topology));
+      const restorePoints = deps.restorePoints ?? (await NatsRestorePointStore.open(nc, topology));
+      const robotsBucket = await openRobotsBucket(nc, topology);
       await browser.start();
       const runnerDeps = {
         js,
@@ -118,6 +143,7 @@ export function createRobot(deps: RobotDeps): Robot {
         browser,
         breakers,
         artifacts,
+        restorePoints,
         metrics,
         logger,
         pullExpiresMs,
@@ -134,18 +160,42 @@ export function createRobot(deps: RobotDeps): Robot {
         retryDelayMs: deps.retryDelayMs ?? 5_000,
         logger,
         metrics,
-        createRunner: (owner, assignment) => new SessionRunner(runnerDeps, owner, assignment.browser ?? {}),
+        createRunner: (owner) => new SessionRunner(runnerDeps, owner),
+        cleanUp: (sessionId, restorePointKey) =>
+          cleanUpSession({ jsm, topology, restorePoints, logger }, sessionId, restorePointKey),
       });
       puller.start();
+      const held = puller;
+      heartbeat = new FleetHeartbeat({
+        kv: robotsBucket,
+        topology,
+        robotId,
+        intervalMs: deps.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS,
+        logger,
+        now,
+        snapshot: async () => ({
+          capacity: { maxSessions: deps.maxSessions, sessionsHeld: held.size },
+          sessions: held.sessions(),
+          browser: {
+            connected: browser.connected,
+            contexts: browser.contexts().length,
+            memoryBytes: await browserMemory(),
+          },
+          breakers: breakers.all().map((b) => ({ name: b.name, state: HEARTBEAT_BREAKER_STATE[b.state] })),
+        }),
+      });
+      heartbeat.start();
       logger.info({ maxSessions: deps.maxSessions, ackWaitMs }, 'robot started');
     },
 
     stop(options = {}) {
       stopped ??= closeAll(
         [
+          ['heartbeat (stopping)', () => heartbeat?.stopping()],
           ['sessions', () => puller?.stop(options.graceMs ?? 15_000)],
           ['browser', () => browser.close()],
           ['breakers', () => breakers.shutdown()],
+          ['heartbeat', () => heartbeat?.stop()],
         ],
         logger,
       );

@@ -4,31 +4,36 @@ import {
   CommandRejectedError,
   decodeMessage,
   DEFAULT_STEP_TIMEOUT_MS,
-  isNotFound,
+  isTerminal,
   SessionWorkMessage,
-  type BrowserOptions,
-  type CompleteStep,
   type Logger,
+  type RestorePointRef,
+  type SessionState,
+  type StepSpec,
   type Topology,
   type WorkSettings,
 } from '@rpa/shared';
 import type { ArtifactStore } from './artifacts.js';
-import { BreakerOpenError, originOf, type Breakers } from './breakers.js';
+import type { Breakers } from './breakers.js';
 import { BrowserUnavailableError, type RobotBrowser } from './browser.js';
+import { isRestorableUrl, watchDocuments } from './documentBoundary.js';
 import { ReportFailedError, RobotStoppingError, SessionLostError } from './errors.js';
 import { startHeartbeat } from './heartbeat.js';
-import { sleep } from './sleep.js';
 import type { RobotMetrics } from './metrics.js';
+import { recoverSession, type ExistingSession, type RecoveryDeps } from './recovery.js';
 import type { Ownership, Reporter } from './reporter.js';
-import { createStepContext } from './steps/context.js';
-import { StepFailure, toStepFailure } from './steps/errors.js';
-import { runStep } from './steps/runStep.js';
+import type { RestorePointStore, StorageState } from './restorePoints.js';
+import { cleanUpSession, deleteRestorePoint } from './sessionCleanup.js';
+import { sleep } from './sleep.js';
+import { executeStep, type StepRunOutcome } from './stepExecutor.js';
 
-/** How a session's run ended. closed: done for good; lost: another robot owns it; stopped: handed back; failed: gave up. */
-export type RunnerOutcome = 'closed' | 'lost' | 'stopped' | 'failed';
+/**
+ * How a session's run ended. closed: done for good; lost: another robot owns it; stopped: handed back; failed: gave
+ * up for now; parked: it waits for an operator (resuming it offers it again).
+ */
+export type RunnerOutcome = 'closed' | 'lost' | 'stopped' | 'failed' | 'parked';
 
 type StepMessage = Extract<SessionWorkMessage, { kind: 'step' }>;
-type Outcome = CompleteStep['outcome'];
 
 export interface SessionRunnerDeps {
   js: JetStreamClient;
@@ -39,6 +44,7 @@ export interface SessionRunnerDeps {
   browser: RobotBrowser;
   breakers: Breakers;
   artifacts: ArtifactStore;
+  restorePoints: RestorePointStore;
   metrics: RobotMetrics;
   logger: Logger;
   /** How long one pull for the next message waits on the server; also bounds how late a stop is noticed. */
@@ -49,17 +55,15 @@ export interface SessionRunnerDeps {
   clock: () => number;
 }
 
-/** Slack past a step's own timeout before the runner stops waiting for a browser call that never returns. */
-const STEP_HARD_LIMIT_GRACE_MS = 5_000;
 /** Pull failures in a row (NATS down, consumer gone) before the session is handed back. */
 const MAX_PULL_FAILURES = 10;
-/** Times one step waits for its target's breaker to let it through before it fails. */
-const MAX_BREAKER_PAUSES = 120;
 
 /**
- * Runs one owned session: binds its durable step consumer, opens the session's own browser context, and consumes
- * step and close messages one at a time, in order. A step is acked only after its result is in the stream; a step
- * whose result is already there is acked without running again.
+ * Runs one owned session: binds its durable step consumer, rebuilds the session's browser when another robot ran
+ * it before (see recovery.ts), and consumes step and close messages one at a time, in order. A step is acked only
+ * after its result is in the stream; a step whose result is already there is acked without running again. After a
+ * step that loaded a new document, and after a checkpoint step, a restore point is taken and recorded with the
+ * step's result.
  */
 export class SessionRunner {
   private readonly stopController = new AbortController();
@@ -71,7 +75,6 @@ export class SessionRunner {
   constructor(
     private readonly deps: SessionRunnerDeps,
     readonly owner: Ownership,
-    private readonly browserOptions: BrowserOptions,
   ) {
     this.logger = deps.logger.child({ sessionId: owner.sessionId, epoch: owner.epoch });
   }
@@ -92,12 +95,11 @@ export class SessionRunner {
     return this.stopController.signal.aborted;
   }
 
-  /** Runs until the session closes, is lost, or the runner is stopped. Never rejects. */
+  /** Runs until the session closes, is lost or parked, or the runner is stopped. Never rejects. */
   async run(): Promise<RunnerOutcome> {
     try {
       const consumer = await this.bindConsumer();
-      this.context = await this.deps.browser.newContext(this.browserOptions);
-      this.page = await this.context.newPage();
+      if ((await this.prepare()) === 'parked') return 'parked';
       let failures = 0;
       while (!this.stopping) {
         let msg: JsMsg | null;
@@ -105,6 +107,8 @@ export class SessionRunner {
           msg = await consumer.next({ expires: this.deps.pullExpiresMs });
           failures = 0;
         } catch (error) {
+          // Another robot that took the cancel's assignment may have removed the consumer of the finished session.
+          if (await this.sessionIsOver()) return await this.closeFinished();
           failures += 1;
           this.logger.warn({ err: error, failures }, 'pulling the next step failed');
           if (failures >= MAX_PULL_FAILURES) return 'failed';
@@ -122,6 +126,11 @@ export class SessionRunner {
       }
       return 'stopped';
     } catch (error) {
+      if (error instanceof SessionLostError) {
+        this.logger.warn({ reason: error.message }, 'session lost to another robot: stopping without acks');
+        return 'lost';
+      }
+      if (error instanceof RobotStoppingError) return 'stopped';
       this.logger.error({ err: error }, 'session run failed');
       return 'failed';
     } finally {
@@ -141,6 +150,59 @@ export class SessionRunner {
       await jsm.consumers.update(topology.workStream, name, config);
     }
     return js.consumers.get(topology.workStream, name);
+  }
+
+  /** Gets the session's page ready for new work, rebuilding it when the session ran elsewhere before. */
+  private async prepare(): Promise<'ready' | 'parked'> {
+    const { state } = await this.deps.reporter.load(this.owner.sessionId, this.abortController.signal);
+    const session = this.assertOwner(state);
+    // A session that is over needs no page: its steps are acked unrun and its close message ends the run.
+    if (isTerminal(session)) return 'ready';
+    if (session.status === 'needs_attention') return 'parked';
+    const result = await recoverSession(this.recoveryDeps(session), this.owner, session);
+    if (result.kind === 'parked') {
+      await this.closeContext();
+      return 'parked';
+    }
+    return 'ready';
+  }
+
+  private recoveryDeps(session: ExistingSession): RecoveryDeps {
+    const { reporter, restorePoints, metrics, clock } = this.deps;
+    return {
+      reporter,
+      restorePoints,
+      metrics,
+      clock,
+      logger: this.logger,
+      signal: this.abortController.signal,
+      // The session's own browser options, from its stream: a resumed session's assignment carries none.
+      openPage: (storageState) => this.openPage(session, storageState),
+      runStep: (stepId, step, page) => this.execute(stepId, step, page),
+      assertCanContinue: () => {
+        if (this.stopping || this.abortController.signal.aborted) throw new RobotStoppingError();
+        if (!this.page || this.page.isClosed() || !this.deps.browser.connected)
+          throw new BrowserUnavailableError('the session page is gone');
+      },
+    };
+  }
+
+  private async openPage(session: ExistingSession, storageState: StorageState | null): Promise<Page> {
+    const context = await this.deps.browser.newContext(session.browser, storageState);
+    this.context = context;
+    const page = await context.newPage();
+    this.page = page;
+    return page;
+  }
+
+  /** The session as loaded, provided this robot still owns it at its epoch; SessionLostError otherwise. */
+  private assertOwner(state: SessionState): ExistingSession {
+    const { robotId, epoch, sessionId } = this.owner;
+    if (state.status === 'none' || state.owner?.robotId !== robotId || state.epoch !== epoch) {
+      const now = state.status === 'none' ? 'none' : `${state.owner?.robotId ?? 'nobody'}@${state.epoch}`;
+      throw new SessionLostError(sessionId, `the session is owned by ${now}, not ${robotId}@${epoch}`);
+    }
+    return state;
   }
 
   /** Handles one message; returns an outcome when the run must end. */
@@ -197,12 +259,20 @@ export class SessionRunner {
   }
 
   private async step(msg: JsMsg, work: StepMessage): Promise<void> {
-    const { reporter, metrics, clock } = this.deps;
+    const { reporter, metrics, clock, restorePoints } = this.deps;
     const signal = this.abortController.signal;
     const { stepId, step } = work;
     const log = this.logger.child({ stepId, action: step.action });
     const loaded = await reporter.load(this.owner.sessionId, signal);
-    const known = loaded.state.status === 'none' ? undefined : loaded.state.steps[stepId];
+    // Checked before any ack: a robot that lost the session (frozen past its ack wait) must not ack its successor's work.
+    const session = this.assertOwner(loaded.state);
+    if (isTerminal(session)) {
+      log.debug({ status: session.status }, 'session is over: step acked without running');
+      msg.ack();
+      metrics.stepHandled(step.action, 'skipped');
+      return;
+    }
+    const known = session.steps[stepId];
     if (known && (known.status === 'succeeded' || known.status === 'failed')) {
       // Its result is the proof that it ran: a redelivery (lost ack, broker restart) must not run it again.
       log.debug({ status: known.status }, 'step already has a result: acked without running');
@@ -210,16 +280,56 @@ export class SessionRunner {
       metrics.stepHandled(step.action, 'skipped');
       return;
     }
-    if (!this.page || this.page.isClosed() || !this.deps.browser.connected)
+    const page = this.page;
+    if (!page || page.isClosed() || !this.deps.browser.connected)
       throw new BrowserUnavailableError('the session page is gone');
     const attempt = msg.info.deliveryCount;
     await reporter.startStep(this.owner, stepId, attempt, signal);
     log.info({ attempt }, 'step started');
     const started = clock();
-    const outcome = await this.execute(work, this.page);
+    const documents = watchDocuments(page);
+    let outcome: StepRunOutcome;
+    try {
+      outcome = await this.execute(stepId, step, page);
+    } finally {
+      documents.stop();
+    }
     if (signal.aborted) throw new RobotStoppingError();
     const durationMs = Math.max(0, clock() - started);
-    await reporter.completeStep(this.owner, { stepId, attempt, durationMs, outcome }, signal);
+    const trigger =
+      outcome.status !== 'succeeded'
+        ? null
+        : step.action === 'checkpoint'
+          ? 'step'
+          : documents.navigated
+            ? 'document'
+            : null;
+    const checkpoint = trigger
+      ? await this.takeRestorePoint(
+          known?.seq ?? work.seq,
+          trigger,
+          started + (step.timeoutMs ?? DEFAULT_STEP_TIMEOUT_MS),
+        )
+      : undefined;
+    try {
+      await reporter.completeStep(
+        this.owner,
+        { stepId, attempt, durationMs, outcome, ...(checkpoint ? { checkpoint } : {}) },
+        signal,
+      );
+    } catch (error) {
+      // Not recorded (as far as we know): nothing refers to it.
+      if (checkpoint) await deleteRestorePoint(restorePoints, checkpoint.stateKey, log);
+      throw error;
+    }
+    if (checkpoint) {
+      metrics.restorePointTaken(checkpoint.trigger);
+      log.debug({ stateKey: checkpoint.stateKey, trigger: checkpoint.trigger }, 'restore point recorded');
+      // Recovery only ever starts from the newest restore point: the one it replaces is of no more use.
+      const previous = session.checkpoint?.stateKey;
+      if (previous && previous !== checkpoint.stateKey)
+        await deleteRestorePoint(restorePoints, previous, log);
+    }
     if (outcome.status === 'succeeded') {
       msg.ack();
       log.info({ durationMs }, 'step succeeded');
@@ -231,66 +341,91 @@ export class SessionRunner {
     metrics.stepHandled(step.action, outcome.status, durationMs / 1_000);
   }
 
-  /** Runs the step behind its target origin's breaker; an open breaker pauses the step instead of failing it. */
-  private async execute(work: StepMessage, page: Page): Promise<Outcome> {
-    const { step, stepId } = work;
-    const timeoutMs = step.timeoutMs ?? DEFAULT_STEP_TIMEOUT_MS;
-    for (let pauses = 0; pauses <= MAX_BREAKER_PAUSES; pauses++) {
-      const origin = originOf(step.action === 'navigate' ? step.url : page.url());
-      const breaker = this.deps.breakers.forOrigin(origin);
-      try {
-        const ctx = createStepContext({
-          page,
-          sessionId: this.owner.sessionId,
-          stepId,
-          artifacts: this.deps.artifacts,
-          timeoutMs,
-        });
-        const output = await breaker.run(() =>
-          withHardLimit(runStep(step, ctx), timeoutMs + STEP_HARD_LIMIT_GRACE_MS),
-        );
-        return { status: 'succeeded', output };
-      } catch (error) {
-        if (!(error instanceof BreakerOpenError)) {
-          return { status: 'failed', error: toStepFailure(error, 'act').toStepError() };
-        }
-        if (pauses === 0) this.logger.warn({ stepId, origin }, 'target breaker open: step paused');
-        await breaker.whenCallable(this.stopController.signal);
-        if (this.stopping) throw new RobotStoppingError();
-      }
+  private execute(stepId: string, step: StepSpec, page: Page): Promise<StepRunOutcome> {
+    const { breakers, artifacts } = this.deps;
+    return executeStep(
+      { breakers, artifacts, logger: this.logger },
+      { sessionId: this.owner.sessionId, stepId, step },
+      page,
+      this.stopController.signal,
+    );
+  }
+
+  /**
+   * Stores the context's storage state and the page's URL as they are once the current document has loaded (within
+   * the step's budget). Undefined when there is nothing restorable or storing failed: the step's result matters
+   * more than its restore point, so it is reported either way.
+   */
+  private async takeRestorePoint(
+    afterStepSeq: number,
+    trigger: RestorePointRef['trigger'],
+    deadline: number,
+  ): Promise<RestorePointRef | undefined> {
+    const { context, page } = this;
+    if (!context || !page) return undefined;
+    try {
+      await page.waitForLoadState('load', { timeout: Math.max(1, deadline - this.deps.clock()) });
+      const url = page.url();
+      if (!isRestorableUrl(url)) return undefined;
+      const storage = await context.storageState();
+      const stateKey = await this.deps.restorePoints.put(
+        this.owner.sessionId,
+        afterStepSeq,
+        this.owner.epoch,
+        storage,
+      );
+      return { stateKey, url, trigger };
+    } catch (error) {
+      this.logger.warn(
+        { err: error, afterStepSeq, trigger },
+        'taking a restore point failed: the step is reported without one',
+      );
+      return undefined;
     }
-    return {
-      status: 'failed',
-      error: {
-        code: 'NAVIGATION_FAILED',
-        message: 'the target kept failing; its circuit breaker stayed open',
-      },
-    };
   }
 
   private async close(msg: JsMsg): Promise<RunnerOutcome> {
-    await this.deps.reporter.confirmClose(this.owner, this.abortController.signal);
+    const { reporter, jsm, topology, restorePoints } = this.deps;
+    const signal = this.abortController.signal;
+    const { state } = await reporter.load(this.owner.sessionId, signal);
+    // On a cancelled session this confirms nothing new, but it still proves this robot is the owner.
+    await reporter.confirmClose(this.owner, signal);
     await this.closeContext();
     msg.ack();
-    await this.removeConsumer();
-    this.logger.info({}, 'session closed');
+    const restorePointKey = state.status === 'none' ? null : (state.checkpoint?.stateKey ?? null);
+    await cleanUpSession(
+      { jsm, topology, restorePoints, logger: this.logger },
+      this.owner.sessionId,
+      restorePointKey,
+    );
+    this.logger.info({ status: state.status }, 'session closed');
     return 'closed';
   }
 
-  /** A closed session's consumer and any leftover messages go away; nothing will ever consume them. */
-  private async removeConsumer(): Promise<void> {
-    const { jsm, topology } = this.deps;
-    const { sessionId } = this.owner;
+  /** True when the stream says the session is closed or cancelled (false when that cannot be read now). */
+  private async sessionIsOver(): Promise<boolean> {
     try {
-      await jsm.consumers.delete(topology.workStream, topology.stepsConsumer(sessionId));
-    } catch (error) {
-      if (!isNotFound(error)) this.logger.warn({ err: error }, 'deleting the step consumer failed');
+      const { state } = await this.deps.reporter.loadOnce(this.owner.sessionId);
+      return isTerminal(state);
+    } catch {
+      return false;
     }
-    try {
-      await jsm.streams.purge(topology.workStream, { filter: topology.stepsSubject(sessionId) });
-    } catch (error) {
-      this.logger.warn({ err: error }, 'purging the closed session subject failed');
-    }
+  }
+
+  /** Ends the run of a session found finished without its close message: what it left behind goes. */
+  private async closeFinished(): Promise<RunnerOutcome> {
+    const { reporter, jsm, topology, restorePoints } = this.deps;
+    const { state } = await reporter.load(this.owner.sessionId, this.abortController.signal);
+    this.assertOwner(state);
+    await this.closeContext();
+    const restorePointKey = state.status === 'none' ? null : (state.checkpoint?.stateKey ?? null);
+    await cleanUpSession(
+      { jsm, topology, restorePoints, logger: this.logger },
+      this.owner.sessionId,
+      restorePointKey,
+    );
+    this.logger.info({ status: state.status }, 'session found finished: closed');
+    return 'closed';
   }
 
   private async closeContext(): Promise<void> {
@@ -304,16 +439,4 @@ export class SessionRunner {
       this.logger.debug({ err: error }, 'closing the browser context failed (browser gone?)');
     }
   }
-}
-
-/** Rejects with TIMEOUT if the work has not settled in time (a browser call that never returns). */
-function withHardLimit<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new StepFailure('TIMEOUT', `the step did not finish within ${ms} ms`)),
-      ms,
-    );
-  });
-  return Promise.race([work, limit]).finally(() => clearTimeout(timer));
 }

@@ -15,6 +15,34 @@ function html(title: string, body: string): string {
 const escape = (s: string) =>
   s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 
+/** The session cookie /app sets: it must reach restore points, and never an event or a log line. */
+export const APP_COOKIE = { name: 'sid', value: 'sid-7c1d2e9f-never-log-me' };
+
+/**
+ * A page with state in both places a browser keeps it: "Add" appends an item to localStorage (storage: a restore
+ * point holds it), "Count" increments a counter in JavaScript memory (lost with the document). "Push" changes the
+ * URL through the history API (same document); "Next" loads the next page (a new document).
+ */
+function appPage(page: number): string {
+  return html(
+    `App ${page}`,
+    `<p>items <span id="items"></span></p><p>count <span id="count">0</span></p>
+<button id="add" type="button">Add</button><button id="inc" type="button">Count</button>
+<button id="push" type="button">Push</button><a id="next" href="/app?page=${page + 1}">Next</a>
+<script>
+const read = () => JSON.parse(localStorage.getItem('items') || '[]');
+const render = () => { document.getElementById('items').textContent = String(read().length); };
+let count = 0;
+document.getElementById('add').onclick = () => {
+  const items = read(); items.push(items.length + 1); localStorage.setItem('items', JSON.stringify(items)); render();
+};
+document.getElementById('inc').onclick = () => { count += 1; document.getElementById('count').textContent = String(count); };
+document.getElementById('push').onclick = () => { history.pushState({}, '', '/app?page=${page}&pushed=1'); };
+render();
+</script>`,
+  );
+}
+
 const PAGES: Record<string, string> = {
   '/': html('Home', '<h1 id="heading">Welcome</h1>'),
   '/form': html(
@@ -45,6 +73,15 @@ export interface TestSite {
 export async function startTestSite(): Promise<TestSite> {
   const server: Server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+    if (url.pathname === '/app') {
+      const page = Math.max(1, Math.min(1_000, Number(url.searchParams.get('page')) || 1));
+      res.writeHead(200, {
+        'content-type': 'text/html; charset=utf-8',
+        'set-cookie': `${APP_COOKIE.name}=${APP_COOKIE.value}; Path=/; HttpOnly; SameSite=Lax`,
+      });
+      res.end(appPage(page));
+      return;
+    }
     if (url.pathname === '/result') {
       const q = url.searchParams.get('q') ?? '';
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
