@@ -58,9 +58,64 @@ export class RpaClient {
   getSession(sessionId: string) {
     return call<SessionDocument>('GET', `${this.queryApiUrl}/v1/sessions/${sessionId}`);
   }
+  /** Lets a session that needs attention go on, without replaying the steps it was stopped for. */
+  resumeSession(sessionId: string) {
+    return call<{ sessionId: string; status: string }>(
+      'POST',
+      `${this.commandApiUrl}/v1/sessions/${sessionId}/resume`,
+      {},
+    );
+  }
+  /** Ends a session for good. */
+  cancelSession(sessionId: string, reason?: string) {
+    return call<{ sessionId: string; status: string }>(
+      'POST',
+      `${this.commandApiUrl}/v1/sessions/${sessionId}/cancel`,
+      reason === undefined ? {} : { reason },
+    );
+  }
+  /** The session's events from the event store, oldest first. */
+  async events(sessionId: string): Promise<SessionEventView[]> {
+    const body = await call<{ events: SessionEventView[] }>(
+      'GET',
+      `${this.queryApiUrl}/v1/sessions/${sessionId}/events`,
+    );
+    return body.events;
+  }
+  /** The fleet as the robots' heartbeats describe it. */
+  async robots(): Promise<RobotView[]> {
+    const body = await call<{ items: RobotView[] }>('GET', `${this.queryApiUrl}/v1/robots`);
+    return body.items;
+  }
   feed(): Promise<FeedClient> {
     return FeedClient.connect(`${this.queryApiUrl.replace(/^http/, 'ws')}/v1/feed`);
   }
+}
+
+/** One event of a session's history, as GET /v1/sessions/:id/events shows it. */
+export interface SessionEventView {
+  eventId: string;
+  type: string;
+  revision: number;
+  position: number;
+  occurredAt: string;
+  recordedAt: string;
+  data: Record<string, unknown>;
+  metadata: Record<string, unknown>;
+}
+
+/** A robot of the fleet as GET /v1/robots lists it; only the fields this client relies on are named. */
+export interface RobotView {
+  robotId: string;
+  /** online, offline (no beat within its ttl), stopping, stopped (said goodbye). */
+  status: string;
+  sessions: Array<{ sessionId: string; tenantId: string; epoch: number }>;
+  [field: string]: unknown;
+}
+
+/** Whether the fleet listing shows the robot as beating and running. */
+export function robotOnline(robot: RobotView | undefined): boolean {
+  return robot?.status === 'online';
 }
 
 type Waiter = { match: (doc: SessionDocument) => boolean; resolve: (doc: SessionDocument) => void };

@@ -26,6 +26,8 @@ export class ServiceProcess {
     readonly child: ChildProcess,
     readonly opsUrl: string,
     logFile: string | null,
+    /** The ROBOT_ID of a robot process; null for the other services. */
+    readonly robotId: string | null = null,
   ) {
     this.log = logFile ? createWriteStream(logFile, { flags: 'a' }) : null;
     const keep = (chunk: Buffer) => {
@@ -39,6 +41,11 @@ export class ServiceProcess {
     child.stdout?.on('data', keep);
     child.stderr?.on('data', keep);
     this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  }
+
+  /** The operating-system process id. */
+  get pid(): number {
+    return this.child.pid ?? -1;
   }
 
   get running(): boolean {
@@ -86,6 +93,8 @@ export interface Stack {
   robots: ServiceProcess[];
   /** Starts one more robot process and waits until it is ready. */
   addRobot(extraEnv?: Record<string, string>): Promise<ServiceProcess>;
+  /** The robot process started with this ROBOT_ID. */
+  robotById(robotId: string): ServiceProcess | undefined;
   stop(): Promise<void>;
 }
 
@@ -95,6 +104,7 @@ async function launch(
   env: Record<string, string>,
   opsPort: number,
   logDir: string | undefined,
+  robotId: string | null = null,
 ): Promise<ServiceProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', join(root, ENTRY[service])], {
     cwd: root,
@@ -107,6 +117,7 @@ async function launch(
     child,
     `http://127.0.0.1:${opsPort}`,
     logDir ? join(logDir, `${label}.log`) : null,
+    robotId,
   );
   try {
     await waitFor(
@@ -143,18 +154,13 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   const addRobot = async (extraEnv: Record<string, string> = {}) => {
     const port = await freePort();
     robotCount += 1;
-    const robot = await launch(
-      'robot',
-      `robot-${robotCount}`,
-      {
-        ...common,
-        HEALTH_PORT: String(port),
-        ROBOT_ID: `robot-${robotCount}-${options.prefix}`,
-        ...extraEnv,
-      },
-      port,
-      options.logDir,
-    );
+    const env = {
+      ...common,
+      HEALTH_PORT: String(port),
+      ROBOT_ID: `robot-${robotCount}-${options.prefix}`,
+      ...extraEnv,
+    };
+    const robot = await launch('robot', `robot-${robotCount}`, env, port, options.logDir, env.ROBOT_ID);
     robots.push(robot);
     services.push(robot);
     return robot;
@@ -203,6 +209,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     services,
     robots,
     addRobot,
+    robotById: (robotId) => robots.find((r) => r.robotId === robotId),
     stop,
   };
 }
