@@ -5,6 +5,7 @@ import { startHeartbeat, type StopHeartbeat } from './heartbeat.js';
 import type { RobotMetrics } from './metrics.js';
 import type { Ownership, Reporter } from './reporter.js';
 import type { RunnerOutcome, SessionRunner } from './sessionRunner.js';
+import { pullOne } from './pull.js';
 import { sleep } from './sleep.js';
 
 export interface AssignmentPullerDeps {
@@ -123,7 +124,7 @@ export class AssignmentPuller {
       }
       try {
         consumer ??= await js.consumers.get(topology.workStream, topology.assignmentsConsumer);
-        const msg = await consumer.next({ expires: pullExpiresMs });
+        const msg = await pullOne(consumer, pullExpiresMs, signal);
         failures = 0;
         if (!msg) continue;
         if (signal.aborted) {

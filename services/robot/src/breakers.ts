@@ -117,21 +117,20 @@ export interface BreakerSettings {
 }
 
 /**
- * Settings that fit a work stream with the given ack wait: a hung event-store or launch call must fail well before
- * the message it serves is redelivered. Browser work carries the step's own timeout instead (steps may
- * legitimately run longer than the ack wait: they signal progress while they run).
+ * Default breaker settings. Held messages keep signalling progress while a call runs, so a slow call does not get
+ * its message redelivered: timeouts are about giving up on a hung dependency, not about the ack wait. A browser
+ * launch on a busy machine can take several seconds; browser work carries the step's own timeout instead.
  */
-export function defaultBreakerSettings(ackWaitMs: number): BreakerSettings {
-  const bounded = (ms: number) => Math.max(1_000, Math.min(ms, Math.floor(ackWaitMs / 2)));
+export function defaultBreakerSettings(): BreakerSettings {
   return {
     eventStore: {
-      timeoutMs: bounded(10_000),
+      timeoutMs: 10_000,
       resetTimeoutMs: 5_000,
       errorThresholdPercentage: 50,
       volumeThreshold: 5,
     },
     launch: {
-      timeoutMs: bounded(30_000),
+      timeoutMs: 30_000,
       resetTimeoutMs: 15_000,
       errorThresholdPercentage: 50,
       volumeThreshold: 2,

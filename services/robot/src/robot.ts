@@ -93,7 +93,7 @@ export function createRobot(deps: RobotDeps): Robot {
   const pullExpiresMs = deps.pullExpiresMs ?? 5_000;
   const heartbeatMs = Math.max(100, Math.floor(ackWaitMs / 3));
   const metrics = new RobotMetrics(deps.registry);
-  const breakers = new Breakers(deps.breakerSettings ?? defaultBreakerSettings(ackWaitMs), {
+  const breakers = new Breakers(deps.breakerSettings ?? defaultBreakerSettings(), {
     onStateChange: (b) => metrics.breakerChanged(b),
     onForget: (b) => metrics.breakerForgotten(b),
   });

@@ -24,6 +24,7 @@ import { recoverSession, type ExistingSession, type RecoveryDeps } from './recov
 import type { Ownership, Reporter } from './reporter.js';
 import type { RestorePointStore, StorageState } from './restorePoints.js';
 import { cleanUpSession, deleteRestorePoint } from './sessionCleanup.js';
+import { pullOne } from './pull.js';
 import { sleep } from './sleep.js';
 import { executeStep, type StepRunOutcome } from './stepExecutor.js';
 
@@ -104,7 +105,7 @@ export class SessionRunner {
       while (!this.stopping) {
         let msg: JsMsg | null;
         try {
-          msg = await consumer.next({ expires: this.deps.pullExpiresMs });
+          msg = await pullOne(consumer, this.deps.pullExpiresMs, this.stopController.signal);
           failures = 0;
         } catch (error) {
           // Another robot that took the cancel's assignment may have removed the consumer of the finished session.

@@ -38,7 +38,7 @@ describe('steps against real Chromium', () => {
     topology = new Topology(uniquePrefix());
     artifacts = await NatsArtifactStore.open(nc, topology);
     site = await startTestSite();
-    breakers = new Breakers(defaultBreakerSettings(30_000));
+    breakers = new Breakers(defaultBreakerSettings());
     browser = new RobotBrowser({
       executablePath: resolveChromiumPath(process.env.CHROMIUM_PATH),
       launchBreaker: breakers.launch,
