@@ -28,3 +28,6 @@ export * from './readModel/sessionProjection.js';
 export { JetStreamEventStore, type JetStreamEventStoreOptions } from './eventStore/jetstream.js';
 export * from './readModel/robotHeartbeat.js';
 export { stateHash, NotHashableError } from './session/stateHash.js';
+export * from './session/snapshot.js';
+export { InMemorySnapshotStore } from './session/snapshotMemory.js';
+export { NatsSnapshotStore } from './session/snapshotNats.js';

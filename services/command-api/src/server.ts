@@ -1,6 +1,7 @@
 import {
   closeAll,
   installShutdown,
+  NatsSnapshotStore,
   openServiceContext,
   runMain,
   SessionCommandHandler,
@@ -14,7 +15,11 @@ async function main(): Promise<void> {
   const { config, logger } = ctx;
 
   const app = await buildApp({
-    handler: new SessionCommandHandler({ store: ctx.store, logger: logger.child({ component: 'commands' }) }),
+    handler: new SessionCommandHandler({
+      store: ctx.store,
+      logger: logger.child({ component: 'commands' }),
+      snapshots: await NatsSnapshotStore.open(ctx.nc, ctx.topology, { logger }),
+    }),
     // Callers are not told apart yet: every request is served for the one configured tenant.
     authenticator: singleTenantAuthenticator(config.DEFAULT_TENANT),
     logger,

@@ -63,12 +63,8 @@ export function planRecovery(
 ): RecoveryPlan {
   const skips = new Set(state.replaySkips);
   const from = options.restorePointMissing ? null : state.checkpoint;
-  const afterSeq = from?.afterStepSeq ?? 0;
   const steps = inSeqOrder(state);
-
-  const changedPage = steps.filter(
-    (s) => s.seq > afterSeq && s.status === 'succeeded' && !READ_ONLY_ACTIONS.has(s.action),
-  );
+  const changedPage = changedPageAfter(steps, from);
   const unsafe = changedPage.filter((s) => s.replay === 'never' && !skips.has(s.stepId));
   if (unsafe.length > 0) {
     const stepIds = unsafe.map((s) => s.stepId);
@@ -117,6 +113,27 @@ export function planRecovery(
     tail.push({ stepId: s.stepId, seq: s.seq, step });
   }
   return { kind: 'replay', from, tail, skippedSteps, interrupted: cutOff.filter((s) => skips.has(s.stepId)) };
+}
+
+/**
+ * The steps whose specs a plan made with the same options may replay: the tail before the checks for unsafe steps,
+ * so that only their submissions need to be read.
+ */
+export function stepsToReplay(
+  state: ExistingSession,
+  options: { restorePointMissing?: boolean } = {},
+): StepState[] {
+  const skips = new Set(state.replaySkips);
+  const from = options.restorePointMissing ? null : state.checkpoint;
+  return changedPageAfter(inSeqOrder(state), from).filter((s) => !skips.has(s.stepId));
+}
+
+/** Succeeded steps after the restore point (all, without one) that changed the page. */
+function changedPageAfter(steps: StepState[], from: RestorePoint | null): StepState[] {
+  const afterSeq = from?.afterStepSeq ?? 0;
+  return steps.filter(
+    (s) => s.seq > afterSeq && s.status === 'succeeded' && !READ_ONLY_ACTIONS.has(s.action),
+  );
 }
 
 function inSeqOrder(state: ExistingSession): StepState[] {
@@ -176,12 +193,17 @@ export async function recoverSession(
   };
 
   try {
-    const specs = await reporter.stepSpecs(owner.sessionId, signal);
+    // Only the tail's submissions are read: what the restore point holds costs nothing.
+    const specs = await reporter.stepSpecs(owner.sessionId, stepsToReplay(state), signal);
     let plan = planRecovery(state, specs);
     let storage: StorageState | null = null;
     if (plan.kind === 'replay' && plan.from) {
       storage = await readRestorePoint(restorePoints, plan.from.stateKey, log);
-      if (!storage) plan = planRecovery(state, specs, { restorePointMissing: true });
+      if (!storage) {
+        const blank = { restorePointMissing: true };
+        const all = await reporter.stepSpecs(owner.sessionId, stepsToReplay(state, blank), signal);
+        plan = planRecovery(state, all, blank);
+      }
     }
     if (plan.kind === 'attention') return await park(plan);
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { evolve, initialState, type SessionEvent, type StepSpec } from '@rpa/shared';
-import { isTakeOver, planRecovery, type ExistingSession } from './recovery.js';
+import { isTakeOver, planRecovery, stepsToReplay, type ExistingSession } from './recovery.js';
 
 const URL = 'https://shop.example/';
 
@@ -230,5 +230,52 @@ describe('recovery plan', () => {
     const plan = planRecovery(unsafeState, unsafe.specs, { restorePointMissing: true });
     expect(plan).toMatchObject({ kind: 'attention', code: 'REPLAY_FAILED', stepIds: ['pay'] });
     expect(plan.kind === 'attention' && plan.reason).toContain('s1.2.1');
+  });
+
+  it('needs the specs of just the steps it may replay: reading those plans the same as reading all', () => {
+    const s = session([
+      ['nav', nav],
+      ['add1', add],
+      ['nav2', nav],
+      ['pay', pay],
+      ['add2', add],
+      ['read', read],
+      ['add3', add],
+    ]);
+    const ran = [
+      ...s.base,
+      ...s.ran('nav', 'add1', 'nav2'),
+      s.checkpoint('nav2'),
+      ...s.ran('pay', 'add2', 'read'),
+    ];
+    const states = [
+      given([...s.base, ...s.ran('nav', 'add1', 'nav2'), s.checkpoint('nav2'), ...s.ran('add2', 'read')]),
+      given(ran),
+      given([
+        ...ran,
+        {
+          type: 'SessionNeedsAttention',
+          data: { code: 'UNSAFE_REPLAY', reason: 'x', stepIds: ['pay'], ...ROBOT },
+        },
+        { type: 'SessionResumed', data: { skipReplay: ['pay'] } },
+        ...s.ran('add3'),
+      ]),
+    ];
+    for (const state of states) {
+      for (const options of [{}, { restorePointMissing: true }]) {
+        const needed = stepsToReplay(state, options).map((step) => step.stepId);
+        const only = new Map([...s.specs].filter(([stepId]) => needed.includes(stepId)));
+        expect(planRecovery(state, only, options)).toEqual(planRecovery(state, s.specs, options));
+      }
+    }
+    expect(stepsToReplay(states[0]!).map((step) => step.stepId)).toEqual(['add2']);
+    expect(stepsToReplay(states[2]!).map((step) => step.stepId)).toEqual(['add2', 'add3']);
+    expect(stepsToReplay(states[2]!, { restorePointMissing: true }).map((step) => step.stepId)).toEqual([
+      'nav',
+      'add1',
+      'nav2',
+      'add2',
+      'add3',
+    ]);
   });
 });

@@ -12,10 +12,13 @@ import {
   type EventStore,
   type LoadedSession,
   type Logger,
+  type ReadStreamOptions,
   type RecordRecovery,
   type SessionCommand,
   type SessionCommandHandler,
   type StepSpec,
+  type StepState,
+  type StreamPlace,
 } from '@rpa/shared';
 import type { Breaker } from './breakers.js';
 import { ReportFailedError, RobotStoppingError, SessionLostError } from './errors.js';
@@ -73,17 +76,46 @@ export class Reporter {
     return this.options.breaker.run(() => this.options.handler.load(sessionId));
   }
 
-  /** The spec of every step submitted to the session, by step id: one read of the stream. */
-  async stepSpecs(sessionId: string, signal?: AbortSignal): Promise<Map<string, StepSpec>> {
+  /**
+   * The specs of the given steps, by step id. When the state says where each was submitted, only the part of the
+   * stream from the first of those submissions to the last is read, starting at the first; otherwise (or when that
+   * part turns out not to hold them all) the whole stream.
+   */
+  async stepSpecs(
+    sessionId: string,
+    steps: readonly StepState[],
+    signal?: AbortSignal,
+  ): Promise<Map<string, StepSpec>> {
+    const wanted = new Set(steps.map((s) => s.stepId));
+    if (wanted.size === 0) return new Map();
+    const range = submissionRange(steps);
+    if (range) {
+      const specs = await this.readSpecs(sessionId, wanted, range, signal);
+      if (specs.size === wanted.size) return specs;
+      this.options.logger.warn(
+        { sessionId, found: specs.size, wanted: wanted.size },
+        'step submissions were not where the state placed them; reading the whole stream',
+      );
+    }
+    return this.readSpecs(sessionId, wanted, {}, signal);
+  }
+
+  private async readSpecs(
+    sessionId: string,
+    wanted: ReadonlySet<string>,
+    range: ReadStreamOptions,
+    signal?: AbortSignal,
+  ): Promise<Map<string, StepSpec>> {
     const recorded = await this.withRetry(
       `read ${sessionId}`,
-      () => this.options.store.readStream(sessionStreamId(sessionId)),
+      () => this.options.store.readStream(sessionStreamId(sessionId), range),
       signal,
     );
     const specs = new Map<string, StepSpec>();
     for (const r of recorded) {
+      if (r.type !== 'StepSubmitted') continue;
       const decoded = decodeSessionEvent(r);
-      if (decoded?.event.type === 'StepSubmitted')
+      if (decoded?.event.type === 'StepSubmitted' && wanted.has(decoded.event.data.stepId))
         specs.set(decoded.event.data.stepId, decoded.event.data.step);
     }
     return specs;
@@ -268,6 +300,19 @@ export class Reporter {
     }
     throw new ReportFailedError(`${what}: the event store kept failing`, { cause: lastError });
   }
+}
+
+/** The revisions from the first submission of the steps to the last, read from the first; null when one is unknown. */
+function submissionRange(steps: readonly StepState[]): ReadStreamOptions | null {
+  let first: StreamPlace | null = null;
+  let last = -1;
+  for (const { submitted } of steps) {
+    if (!submitted) return null;
+    if (!first || submitted.revision < first.revision) first = submitted;
+    last = Math.max(last, submitted.revision);
+  }
+  if (!first) return null;
+  return { fromRevision: first.revision, maxCount: last - first.revision + 1, hint: first };
 }
 
 function closedOutcome(loaded: LoadedSession): ClaimOutcome {

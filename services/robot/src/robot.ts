@@ -3,6 +3,7 @@ import {
   closeAll,
   DEFAULT_WORK_SETTINGS,
   ensureWorkTopology,
+  NatsSnapshotStore,
   SessionCommandHandler,
   type EventStore,
   type Logger,
@@ -10,6 +11,7 @@ import {
   type ReadinessCheck,
   type Registry,
   type RobotHeartbeat,
+  type SnapshotStore,
   type Topology,
   type WorkSettings,
 } from '@rpa/shared';
@@ -57,6 +59,8 @@ export interface RobotDeps {
   artifacts?: ArtifactStore;
   /** Where restore points go; the NATS object store by default. */
   restorePoints?: RestorePointStore;
+  /** Where folded session state is snapshotted; the NATS KV bucket by default. */
+  snapshots?: SnapshotStore;
   /** Time between fleet heartbeats in the robots bucket. Default 5 s. */
   heartbeatIntervalMs?: number;
   /** Resident memory of this robot's Chromium; read from /proc by default. */
@@ -107,6 +111,8 @@ export function createRobot(deps: RobotDeps): Robot {
     store,
     logger,
     cacheSize: Math.max(100, deps.maxSessions * 4),
+    // A session taken over is loaded from its snapshot: the events since, not the whole stream.
+    snapshots: deps.snapshots ?? NatsSnapshotStore.opening(nc, topology, { logger }),
   });
   const now = deps.now ?? (() => new Date());
   const reporter = new Reporter({

@@ -156,6 +156,40 @@ export function eventStoreContract(name: string, factory: () => Promise<EventSto
         expect(await store.readStream('order-3', { maxCount: 0 })).toEqual([]);
       });
 
+      it('returns exactly the same events with a read hint as without, right or wrong', async () => {
+        for (let i = 0; i < 6; i++) {
+          await store.append('hinted-1', events(1 + (i % 3)), { expectedVersion: 'any' });
+          // Other streams in between, so that the stream's positions are not contiguous.
+          await store.append(`hint-other-${i % 2}`, [event()], { expectedVersion: 'any' });
+        }
+        const all = await store.readStream('hinted-1');
+        expect(all).toHaveLength(12);
+        const other = await store.readStream('hint-other-0');
+        const place = (e: RecordedEvent) => ({ revision: e.revision, position: e.position });
+        const hints = [
+          ...all.map(place),
+          // Wrong: a revision paired with a later event's position, another stream's position, none at all.
+          { revision: 1, position: all[9]!.position },
+          { revision: 0, position: other[2]!.position },
+          { revision: 0, position: 0 },
+          { revision: 3, position: Number.MAX_SAFE_INTEGER },
+          { revision: -1, position: all[0]!.position },
+        ];
+        for (const fromRevision of [0, 4, 7, 11]) {
+          for (const maxCount of [undefined, 2]) {
+            const options = { fromRevision, ...(maxCount === undefined ? {} : { maxCount }) };
+            const plain = await store.readStream('hinted-1', options);
+            expect(ids(plain)).toEqual(ids(all.slice(fromRevision, maxCount && fromRevision + maxCount)));
+            for (const hint of hints) {
+              const hinted = await store.readStream('hinted-1', { ...options, hint });
+              expect(hinted, `from ${fromRevision} (max ${maxCount}) with ${JSON.stringify(hint)}`).toEqual(
+                plain,
+              );
+            }
+          }
+        }
+      });
+
       it('reads an absent stream as empty', async () => {
         expect(await store.readStream('never-written')).toEqual([]);
         expect(await store.readStream('never-written', { fromRevision: 5, maxCount: 2 })).toEqual([]);

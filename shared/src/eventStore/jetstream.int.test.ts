@@ -8,6 +8,7 @@ import { Topology } from '../nats/topology.js';
 import { startNatsServer, uniquePrefix, waitFor, type NatsServerHandle } from '../testing/index.js';
 import { EventStoreUnavailableError, InvalidAppendError, WrongExpectedVersionError } from './errors.js';
 import { JetStreamEventStore } from './jetstream.js';
+import { commitHeaders, encodeCommitBody } from './jetstreamCommit.js';
 import type { EventToAppend, RecordedEvent } from './port.js';
 
 function event(data: unknown = { n: 1 }): EventToAppend {
@@ -196,6 +197,38 @@ describe('JetStreamEventStore on nats-server', () => {
     );
     expect(failure).toBeInstanceOf(SchemaError);
     await store.close();
+  });
+
+  it('starts a read at its hint: nothing before the hinted commit is scanned', async () => {
+    const topology = new Topology(uniquePrefix());
+    const writer = await JetStreamEventStore.create(nc, topology);
+    const js = jetstream(nc);
+    const subject = topology.eventSubject('hinted');
+    // A message no reader can map to revisions, then commits as the adapter writes them.
+    await js.publish(subject, 'not a commit');
+    const first = event({ n: 0 });
+    const ack = await js.publish(subject, encodeCommitBody([first]), { headers: commitHeaders(0, 1) });
+    await writer.append('hinted', [event({ n: 1 }), event({ n: 2 })], { expectedVersion: 0 });
+    await writer.close();
+
+    const unhinted = await JetStreamEventStore.create(nc, topology);
+    expect(await rejection(unhinted.readStream('hinted'))).toBeInstanceOf(SchemaError);
+    await unhinted.close();
+
+    const reader = await JetStreamEventStore.create(nc, topology);
+    const read = await reader.readStream('hinted', { hint: { revision: 0, position: ack.seq * 4_096 } });
+    expect(read.map((e) => [e.revision, e.data])).toEqual([
+      [0, { n: 0 }],
+      [1, { n: 1 }],
+      [2, { n: 2 }],
+    ]);
+    // A hint past the revision asked for is noticed: the read starts again where it would have without it.
+    const wrong = { revision: 0, position: (ack.seq + 1) * 4_096 };
+    expect(await reader.readStream('hinted', { hint: wrong })).toEqual(read);
+    await reader.close();
+    const fresh = await JetStreamEventStore.create(nc, topology);
+    expect(await rejection(fresh.readStream('hinted', { hint: wrong }))).toBeInstanceOf(SchemaError);
+    await fresh.close();
   });
 
   it('ends open subscriptions on close, refuses further calls, and leaves the connection open', async () => {

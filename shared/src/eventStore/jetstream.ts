@@ -35,6 +35,7 @@ import type {
   ExpectedVersion,
   ReadStreamOptions,
   RecordedEvent,
+  StreamPlace,
   SubscribeOptions,
 } from './port.js';
 import { validateAppend } from './validation.js';
@@ -193,7 +194,6 @@ export class JetStreamEventStore implements EventStore {
     const fromRevision = Math.max(0, options.fromRevision ?? 0);
     const maxCount = options.maxCount ?? Number.POSITIVE_INFINITY;
     if (maxCount <= 0) return [];
-    const subject = this.topology.eventSubject(streamId);
     const last = await this.getLastMessage(streamId);
     if (!last) return [];
     const lastCommit = readCommitHeader(last.seq, last.header);
@@ -204,9 +204,45 @@ export class JetStreamEventStore implements EventStore {
       const events = decodeCommit(streamId, lastCommit, last.data, last.time);
       return events.slice(fromRevision - lastCommit.firstRevision).slice(0, maxCount);
     }
+    const learned = this.startFor(streamId, fromRevision);
+    const hinted = hintedStart(options.hint, fromRevision, lastCommit.seq, learned.seq);
+    if (hinted) {
+      const events = await this.readFrom(streamId, hinted, fromRevision, maxCount, lastCommit);
+      if (events) return events;
+      this.logger?.debug(
+        { streamId, fromRevision, hint: options.hint },
+        'a read hint pointed past the revision asked for; reading without it',
+      );
+    }
+    const events = await this.readFrom(
+      streamId,
+      this.startFor(streamId, fromRevision),
+      fromRevision,
+      maxCount,
+      lastCommit,
+    );
+    if (!events)
+      throw new SchemaError(`stream ${streamId}: no commit holds revision ${fromRevision}`, [
+        { path: REVISION_HEADER, message: 'revisions are not contiguous' },
+      ]);
+    return events;
+  }
+
+  /**
+   * Reads the stream's events from `fromRevision` with a scan that starts at `start`; null when the first commit
+   * found there already starts after `fromRevision` (the start was past it: a wrong hint).
+   */
+  private async readFrom(
+    streamId: string,
+    start: { seq: number; revision: number },
+    fromRevision: number,
+    maxCount: number,
+    lastCommit: CommitHeader,
+  ): Promise<RecordedEvent[] | null> {
+    const subject = this.topology.eventSubject(streamId);
     const out: RecordedEvent[] = [];
     let expected = -1;
-    const start = this.startFor(streamId, fromRevision);
+    let startedPast = false;
     // Every commit holds at least one event: this bounds how many messages the read can need.
     const batch = Math.min(
       lastRevisionOf(lastCommit) - start.revision + 1,
@@ -217,6 +253,10 @@ export class JetStreamEventStore implements EventStore {
       const commit = readCommitHeader(m.seq, m.headers);
       this.learn(streamId, commit);
       if (lastRevisionOf(commit) < fromRevision) return true;
+      if (expected < 0 && commit.firstRevision > fromRevision) {
+        startedPast = true;
+        return false;
+      }
       if (expected >= 0 && commit.firstRevision !== expected)
         throw new SchemaError(
           `stream ${streamId}: commit at sequence ${commit.seq} starts at revision ${commit.firstRevision}, expected ${expected}`,
@@ -228,7 +268,7 @@ export class JetStreamEventStore implements EventStore {
       }
       return out.length < maxCount;
     });
-    return out;
+    return startedPast ? null : out;
   }
 
   subscribeToAll(options: SubscribeOptions): AllSubscription {
@@ -474,6 +514,24 @@ export class JetStreamEventStore implements EventStore {
     hints.splice(i, 0, [commit.firstRevision, commit.seq]);
     if (hints.length > HINTS_PER_STREAM) hints.splice(1, 1);
   }
+}
+
+/**
+ * Where a read may start from the caller's hint: the commit of the hinted event, when the hint speaks of a revision
+ * at or before the one asked for, names a sequence the stream has, and gets further than what this process learned.
+ * The scan then checks that it did not start past the revision (a wrong hint).
+ */
+function hintedStart(
+  hint: StreamPlace | undefined,
+  fromRevision: number,
+  lastSeq: number,
+  learnedSeq: number,
+): { seq: number; revision: number } | null {
+  if (!hint || !Number.isSafeInteger(hint.revision) || !Number.isSafeInteger(hint.position)) return null;
+  if (hint.revision < 0 || hint.revision > fromRevision) return null;
+  const seq = seqOfPosition(hint.position);
+  if (seq < 1 || seq > lastSeq || seq <= learnedSeq) return null;
+  return { seq, revision: hint.revision };
 }
 
 /** The consumer's messages, with whatever the client throws mid-iteration turned into the store's error. */

@@ -70,6 +70,7 @@ export class InMemoryEventStore implements EventStore {
   }
 
   async readStream(streamId: string, options: ReadStreamOptions = {}): Promise<RecordedEvent[]> {
+    // Streams are indexed by revision here: a hint (options.hint) saves nothing.
     const from = options.fromRevision ?? 0;
     const stream = this.streams.get(streamId) ?? [];
     const slice = stream.slice(from, options.maxCount === undefined ? undefined : from + options.maxCount);

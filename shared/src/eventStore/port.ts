@@ -44,6 +44,19 @@ export interface ReadStreamOptions {
   fromRevision?: number;
   /** Most events to return. Default: all. */
   maxCount?: number;
+  /**
+   * Where the reader knows an event of this stream to be: the event with revision `revision` (at most
+   * `fromRevision`) is at global position `position`, as an earlier read or append reported it. An adapter may
+   * start looking there instead of at the stream's beginning; a hint that turns out wrong changes what the read
+   * costs, never what it returns.
+   */
+  hint?: StreamPlace;
+}
+
+/** An event's place: its revision in its stream and its global position. */
+export interface StreamPlace {
+  revision: number;
+  position: number;
 }
 
 export interface SubscribeOptions {

@@ -36,6 +36,7 @@ export class Topology {
   readonly robotsBucket: string;
   readonly artifactsBucket: string;
   readonly restorePointsBucket: string;
+  readonly snapshotsBucket: string;
   readonly assignmentsConsumer = 'assignments';
 
   constructor(readonly prefix: string = 'rpa') {
@@ -50,6 +51,7 @@ export class Topology {
     this.artifactsBucket = `${prefix}_artifacts`;
     // Apart from artifacts on purpose: restore points hold cookies, and nothing serves this bucket over HTTP.
     this.restorePointsBucket = `${prefix}_restore_points`;
+    this.snapshotsBucket = `${prefix}_snapshots`;
   }
 
   /** Subject of one event-store stream (one per session). */
@@ -96,6 +98,14 @@ export class Topology {
    */
   robotsBucketOptions(): { history: number; ttl: number } {
     return { history: 1, ttl: 3_600_000 };
+  }
+
+  /**
+   * KV options of the session-snapshots bucket (folded state by stream id): only the newest snapshot per stream,
+   * and snapshots of sessions idle for a week age out (such a session folds from its first event when next loaded).
+   */
+  snapshotsBucketOptions(): { history: number; ttl: number } {
+    return { history: 1, ttl: 7 * 24 * 3_600_000 };
   }
 
   eventsStreamConfig(): Partial<StreamConfig> {

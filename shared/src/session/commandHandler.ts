@@ -12,6 +12,7 @@ import type { EventStore, RecordedEvent } from '../eventStore/port.js';
 import type { Logger } from '../logging/logger.js';
 import { decide, type Rejection } from './decide.js';
 import { evolve } from './evolve.js';
+import { SNAPSHOT_FORMAT, type SessionSnapshot, type SnapshotStore } from './snapshot.js';
 import { initialState, type SessionState } from './state.js';
 
 /** A command the decider refused; nothing was appended. */
@@ -41,6 +42,9 @@ export interface CommandResult extends LoadedSession {
   events: RecordedSessionEvent[];
 }
 
+/** Events between two snapshots of a session by default: a load folds at most about this many events. */
+export const DEFAULT_SNAPSHOT_EVERY = 200;
+
 const EVENT_ID_NAMESPACE = '6f1c7a52-5b0e-4d3c-9c55-2d2f7f0b8a11';
 
 /** The id of the n-th event a command produces: the same command always yields the same ids. */
@@ -48,11 +52,11 @@ export function eventIdFor(commandId: string, index: number): string {
   return uuidv5(`${commandId}#${index}`, EVENT_ID_NAMESPACE);
 }
 
-/** Folds recorded session events onto a loaded state. */
+/** Folds recorded session events onto a loaded state, telling `evolve` where each event is. */
 export function foldRecorded(base: LoadedSession, recorded: Iterable<RecordedSessionEvent>): LoadedSession {
   let { state, version, position } = base;
   for (const r of recorded) {
-    state = evolve(state, r.event, r.metadata);
+    state = evolve(state, r.event, r.metadata, { revision: r.revision, position: r.position });
     version = r.revision;
     position = r.position;
   }
@@ -66,33 +70,56 @@ export interface SessionCommandHandlerOptions {
   cacheSize?: number;
   /** Decide-and-append attempts before giving up on a conflicting stream. */
   maxAttempts?: number;
+  /** Where folded state is kept across processes: a load that has nothing cached starts from the snapshot. */
+  snapshots?: SnapshotStore;
+  /** Events folded past the last snapshot before a new one is written. */
+  snapshotEvery?: number;
 }
+
+/** A cached fold, and the version of the newest snapshot this process knows of for it. */
+interface CacheEntry extends LoadedSession {
+  snapshotVersion: number;
+}
+
+const EMPTY: LoadedSession = { state: initialState(), version: -1, position: 0 };
 
 /**
  * Loads a session, decides, and appends with the version it read. Folded state is cached by version, so a command
- * reads only the events appended since (another writer's); a conflict refreshes and decides again.
+ * reads only the events appended since (another writer's); a conflict refreshes and decides again. With a snapshot
+ * store, a session not in the cache starts from its snapshot, and every `snapshotEvery` events a new snapshot is
+ * written in the background: loading a session then costs the events since its snapshot, not its whole stream.
  */
 export class SessionCommandHandler {
-  private readonly cache = new Map<string, LoadedSession>();
+  private readonly cache = new Map<string, CacheEntry>();
+  /** Streams with a snapshot being written, and the one to write after it. */
+  private readonly snapshotting = new Map<string, SessionSnapshot | null>();
   private readonly store: EventStore;
   private readonly cacheSize: number;
   private readonly maxAttempts: number;
   private readonly logger: Logger | undefined;
+  private readonly snapshots: SnapshotStore | undefined;
+  private readonly snapshotEvery: number;
 
   constructor(options: SessionCommandHandlerOptions) {
     this.store = options.store;
     this.cacheSize = options.cacheSize ?? 10_000;
     this.maxAttempts = options.maxAttempts ?? 8;
     this.logger = options.logger;
+    this.snapshots = options.snapshots;
+    this.snapshotEvery = Math.max(1, options.snapshotEvery ?? DEFAULT_SNAPSHOT_EVERY);
   }
 
   /** The session's current state, brought up to date from the store. */
   async load(sessionId: string): Promise<LoadedSession> {
     const streamId = sessionStreamId(sessionId);
-    const cached = this.cache.get(streamId) ?? { state: initialState(), version: -1, position: 0 };
-    const fresh = await this.store.readStream(streamId, { fromRevision: cached.version + 1 });
-    const loaded = foldRecorded(cached, decodeAll(fresh));
-    this.remember(streamId, loaded);
+    const base = this.cache.get(streamId) ?? (await this.fromSnapshot(streamId));
+    const fresh = await this.store.readStream(streamId, {
+      fromRevision: base.version + 1,
+      // The last event folded is where the events after it start.
+      ...(base.version >= 0 ? { hint: { revision: base.version, position: base.position } } : {}),
+    });
+    const loaded = foldRecorded(base, decodeAll(fresh));
+    this.remember(streamId, loaded, base.snapshotVersion);
     return loaded;
   }
 
@@ -129,12 +156,14 @@ export class SessionCommandHandler {
           eventId: toAppend[i]!.eventId,
           streamId,
           revision: firstRevision + i,
-          // Positions inside one append are only known to be increasing; the last one is exact.
+          // The port promises only that the last one is exact; the JetStream and in-memory adapters number an append's
+          // events contiguously, so these are exact there. Where they are not, a step's place in the state (see
+          // StepState.submitted) is off, which costs a read hint, never a wrong read: adapters check hints.
           position: result.position - (toAppend.length - 1 - i),
           recordedAt: command.at,
         }));
         const next = foldRecorded(loaded, recorded);
-        this.remember(streamId, next);
+        this.remember(streamId, next, this.cache.get(streamId)?.snapshotVersion ?? -1);
         return { ...next, events: recorded };
       } catch (error) {
         if (!(error instanceof WrongExpectedVersionError)) {
@@ -151,13 +180,77 @@ export class SessionCommandHandler {
     throw new ConcurrencyExhaustedError(streamId, this.maxAttempts);
   }
 
-  private remember(streamId: string, loaded: LoadedSession): void {
+  /** Where a load with nothing cached starts: the stream's snapshot when there is a usable one, else nothing. */
+  private async fromSnapshot(streamId: string): Promise<CacheEntry> {
+    if (!this.snapshots) return { ...EMPTY, snapshotVersion: -1 };
+    try {
+      const snapshot = await this.snapshots.get(streamId);
+      if (snapshot) {
+        const { state, version, position } = snapshot;
+        return { state, version, position, snapshotVersion: version };
+      }
+    } catch (error) {
+      this.logger?.warn(
+        { err: error, streamId },
+        'reading the snapshot failed; folding from the first event',
+      );
+    }
+    return { ...EMPTY, snapshotVersion: -1 };
+  }
+
+  private remember(streamId: string, loaded: LoadedSession, snapshotVersion: number): void {
+    const entry: CacheEntry = { ...loaded, snapshotVersion };
     this.cache.delete(streamId);
-    this.cache.set(streamId, loaded);
+    this.cache.set(streamId, entry);
     if (this.cache.size > this.cacheSize) {
       const oldest = this.cache.keys().next().value;
       if (oldest !== undefined) this.cache.delete(oldest);
     }
+    this.maybeSnapshot(streamId, entry);
+  }
+
+  /**
+   * Writes a snapshot in the background once the fold has moved `snapshotEvery` events past the last one. Writes
+   * of one stream go one at a time, in order, and one due while another is in flight replaces any still waiting,
+   * so the newest is always the last written. It never fails a command: a snapshot not written only makes a later
+   * load read more.
+   */
+  private maybeSnapshot(streamId: string, entry: CacheEntry): void {
+    const { snapshots } = this;
+    if (!snapshots || entry.version - entry.snapshotVersion < this.snapshotEvery) return;
+    // Counted as written from now on: a failing store is tried again only after another snapshotEvery events.
+    entry.snapshotVersion = entry.version;
+    const { state, version, position } = entry;
+    const snapshot: SessionSnapshot = { v: SNAPSHOT_FORMAT, streamId, version, position, state };
+    if (this.snapshotting.has(streamId)) {
+      this.snapshotting.set(streamId, snapshot);
+      return;
+    }
+    this.snapshotting.set(streamId, null);
+    void this.writeSnapshots(snapshots, streamId, snapshot);
+  }
+
+  private async writeSnapshots(
+    snapshots: SnapshotStore,
+    streamId: string,
+    first: SessionSnapshot,
+  ): Promise<void> {
+    let next: SessionSnapshot | null = first;
+    while (next) {
+      const { version } = next;
+      try {
+        await snapshots.put(next);
+        this.logger?.debug({ streamId, version }, 'snapshot written');
+      } catch (error) {
+        this.logger?.warn(
+          { err: error, streamId, version },
+          'writing a snapshot failed; carrying on without',
+        );
+      }
+      next = this.snapshotting.get(streamId) ?? null;
+      this.snapshotting.set(streamId, null);
+    }
+    this.snapshotting.delete(streamId);
   }
 }
 

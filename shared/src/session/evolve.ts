@@ -1,4 +1,5 @@
 import type { SessionEvent, SessionEventMetadata } from '../events/sessionEvents.js';
+import type { StreamPlace } from '../eventStore/port.js';
 import { isTerminal, type SessionState, type StepState } from './state.js';
 
 function assertNever(x: never): never {
@@ -7,12 +8,14 @@ function assertNever(x: never): never {
 
 /**
  * Folds one event into the state. Pure and total: an event that does not apply to the state leaves it as it
- * was, so that replaying any stream can never crash. The metadata is needed only for idempotency bookkeeping.
+ * was, so that replaying any stream can never crash. The metadata is needed only for idempotency bookkeeping;
+ * the event's place in its stream (revision and position) only to remember where each step was submitted.
  */
 export function evolve(
   state: SessionState,
   event: SessionEvent,
   metadata?: Pick<SessionEventMetadata, 'sessionId' | 'tenantId' | 'idempotencyKey' | 'requestHash'>,
+  place?: StreamPlace,
 ): SessionState {
   switch (event.type) {
     case 'SessionOpened':
@@ -44,6 +47,7 @@ export function evolve(
         replay: event.data.step.replay ?? 'safe',
         status: 'queued',
         attempts: 0,
+        ...(place ? { submitted: { revision: place.revision, position: place.position } } : {}),
       };
       const submissions = { ...state.submissions };
       const key = metadata?.idempotencyKey;

@@ -70,9 +70,10 @@ function decodeAll(fixture: StreamFixture): RecordedSessionEvent[] {
   });
 }
 
+/** Folds as every service does (the command handler's fold): with each event's place in the stream. */
 function foldState(fixture: StreamFixture): SessionState {
   return decodeAll(fixture).reduce<SessionState>(
-    (state, r) => evolve(state, r.event, r.metadata),
+    (state, r) => evolve(state, r.event, r.metadata, { revision: r.revision, position: r.position }),
     initialState(),
   );
 }

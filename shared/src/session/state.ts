@@ -1,4 +1,5 @@
 import type { AttentionCode, BrowserOptions } from '../events/sessionEvents.js';
+import type { StreamPlace } from '../eventStore/port.js';
 import type { StepAction } from '../steps/stepSpec.js';
 
 export type StepStatus = 'queued' | 'running' | 'succeeded' | 'failed';
@@ -10,6 +11,11 @@ export interface StepState {
   replay: 'safe' | 'never';
   status: StepStatus;
   attempts: number;
+  /**
+   * Where its StepSubmitted is in the stream, so that its spec can be read back without reading the whole stream.
+   * Absent when the fold was not told where events are (evolve called without their place).
+   */
+  submitted?: StreamPlace;
 }
 
 export interface Owner {
