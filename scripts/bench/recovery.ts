@@ -16,6 +16,7 @@ import { startStack, type ServiceProcess, type Stack } from '../lib/stack.js';
 import { killTree } from '../../test/support/processes.js';
 import { SITE, startRecoverySite, type RecoverySite } from '../../test/support/recoverySite.js';
 import { percentile, round } from './stats.js';
+import { CHROMIUM_ARGS } from '../../services/robot/src/browser.js';
 
 const env = parseEnvOrExit(
   'bench',
@@ -38,14 +39,6 @@ const SLOW_MS = 5_000;
 const FLOOR_SAMPLES = 15;
 const BATCH = 250;
 const DEADLINE = Date.now() + 15 * 60_000;
-const CHROMIUM_ARGS = [
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-  '--disable-quic',
-];
 
 const remaining = (capMs: number) => Math.max(1, Math.min(capMs, DEADLINE - Date.now()));
 

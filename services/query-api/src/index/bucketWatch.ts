@@ -180,3 +180,81 @@ export class BucketWatch {
     });
   }
 }
+
+/** What every index over a watched bucket is built from. */
+export interface WatchedIndexOptions {
+  kv: KV;
+  logger: Logger;
+  /** First delay before watching again after a watch ended unexpectedly; it doubles up to the maximum. */
+  rewatchDelayMs?: number;
+  maxRewatchDelayMs?: number;
+}
+
+/**
+ * An in-memory index kept in step with one KV bucket: a subclass says what a new value, a removed key and the end
+ * of a load mean to it; starting, stopping and re-loading the watch are the same for every index.
+ */
+export abstract class WatchedIndex {
+  /** Resolves once the initial values have been loaded. Never rejects. */
+  readonly ready: Promise<void>;
+  protected readonly logger: Logger;
+  private readonly watch: BucketWatch;
+
+  protected constructor(name: string, options: WatchedIndexOptions) {
+    this.logger = options.logger;
+    // The watch calls back only after start(), when the subclass's own fields exist.
+    this.watch = new BucketWatch({
+      kv: options.kv,
+      name,
+      logger: options.logger,
+      ...(options.rewatchDelayMs === undefined ? {} : { rewatchDelayMs: options.rewatchDelayMs }),
+      ...(options.maxRewatchDelayMs === undefined ? {} : { maxRewatchDelayMs: options.maxRewatchDelayMs }),
+      handler: {
+        put: (entry) => this.onPut(entry),
+        remove: (key) => this.onRemove(key),
+        loaded: () => this.onLoaded(),
+      },
+    });
+    this.ready = this.watch.ready;
+  }
+
+  /** A key's new value. */
+  protected abstract onPut(entry: KvWatchEntry): void;
+  /** A key that is gone. */
+  protected abstract onRemove(key: string): void;
+  /** The initial values of a watch are all in. */
+  protected abstract onLoaded(): void;
+
+  /** Starts watching the bucket; idempotent. */
+  start(): void {
+    this.watch.start();
+  }
+
+  /** Stops watching; safe to call twice. */
+  stop(): Promise<void> {
+    return this.watch.stop();
+  }
+
+  /**
+   * Ends the current watch and loads the bucket afresh, treating keys that vanished without a delete marker (a
+   * stream purge, a restored backup, an expired entry) as removed. For operators who suspect a gap, and for tests.
+   */
+  resync(): void {
+    this.watch.resync();
+  }
+
+  /** True once the initial values have been loaded. */
+  isReady(): boolean {
+    return this.watch.isReady();
+  }
+
+  /** True while a watch is open on the bucket. */
+  isWatching(): boolean {
+    return this.watch.isWatching();
+  }
+
+  /** How many watches have been opened (re-watches after failures included). */
+  protected get watches(): number {
+    return this.watch.watches;
+  }
+}

@@ -1,6 +1,6 @@
 import type { KV, KvWatchEntry } from '@nats-io/kv';
-import { RobotHeartbeat, type Logger } from '@rpa/shared';
-import { BucketWatch } from './bucketWatch.js';
+import { RobotHeartbeat } from '@rpa/shared';
+import { WatchedIndex, type WatchedIndexOptions } from './bucketWatch.js';
 import {
   beatExpiresAt,
   robotStatus,
@@ -15,17 +15,14 @@ export const DEFAULT_ROBOT_RETENTION_MS = 24 * 3_600_000;
 /** Most robots the index remembers; beyond it the one heard from longest ago is forgotten first. */
 export const DEFAULT_MAX_ROBOTS = 10_000;
 
-export interface RobotIndexOptions {
+export interface RobotIndexOptions extends WatchedIndexOptions {
   /** The robots bucket (topology.robotsBucket): one heartbeat per robot, under its robot id. */
   kv: KV;
-  logger: Logger;
   /** Decides which beats are still fresh. */
   clock?: () => Date;
   /** How long a robot whose beats stopped, or whose entry is gone, is still listed as offline. */
   retentionMs?: number;
   maxRobots?: number;
-  rewatchDelayMs?: number;
-  maxRewatchDelayMs?: number;
 }
 
 /**
@@ -35,60 +32,30 @@ export interface RobotIndexOptions {
  * period, so a dashboard can show what went missing. A value that fails the RobotHeartbeat schema is logged and
  * skipped.
  */
-export class RobotIndex {
-  /** Resolves once the initial values have been loaded. Never rejects. */
-  readonly ready: Promise<void>;
-  private readonly logger: Logger;
+export class RobotIndex extends WatchedIndex {
   private readonly clock: () => Date;
   private readonly retentionMs: number;
   private readonly maxRobots: number;
-  private readonly watch: BucketWatch;
   private readonly robots = new Map<string, KnownRobot>();
   private skipped = 0;
 
   constructor(options: RobotIndexOptions) {
-    this.logger = options.logger;
+    super('robots', options);
     this.clock = options.clock ?? (() => new Date());
     this.retentionMs = options.retentionMs ?? DEFAULT_ROBOT_RETENTION_MS;
     this.maxRobots = options.maxRobots ?? DEFAULT_MAX_ROBOTS;
-    this.watch = new BucketWatch({
-      kv: options.kv,
-      name: 'robots',
-      logger: options.logger,
-      ...(options.rewatchDelayMs === undefined ? {} : { rewatchDelayMs: options.rewatchDelayMs }),
-      ...(options.maxRewatchDelayMs === undefined ? {} : { maxRewatchDelayMs: options.maxRewatchDelayMs }),
-      handler: {
-        put: (entry) => this.apply(entry),
-        remove: (key) => this.markGone(key),
-        loaded: () => this.logger.info({ robots: this.robots.size }, 'robots index loaded'),
-      },
-    });
-    this.ready = this.watch.ready;
   }
 
-  /** Starts watching the bucket; idempotent. */
-  start(): void {
-    this.watch.start();
+  protected onPut(entry: KvWatchEntry): void {
+    this.apply(entry);
   }
 
-  /** Stops watching; safe to call twice. */
-  stop(): Promise<void> {
-    return this.watch.stop();
+  protected onRemove(key: string): void {
+    this.markGone(key);
   }
 
-  /** Loads the bucket afresh; robots whose entries vanished meanwhile are marked offline. */
-  resync(): void {
-    this.watch.resync();
-  }
-
-  /** True once the initial values have been loaded. */
-  isReady(): boolean {
-    return this.watch.isReady();
-  }
-
-  /** True while a watch is open on the bucket. */
-  isWatching(): boolean {
-    return this.watch.isWatching();
+  protected onLoaded(): void {
+    this.logger.info({ robots: this.robots.size }, 'robots index loaded');
   }
 
   /** Every robot of the fleet, by robot id, as `tenantId` may see it. */
@@ -111,7 +78,7 @@ export class RobotIndex {
     const now = this.prune();
     const byStatus: Record<RobotStatus, number> = { online: 0, offline: 0, stopping: 0, stopped: 0 };
     for (const robot of this.robots.values()) byStatus[robotStatus(robot, now)]++;
-    return { robots: this.robots.size, byStatus, skipped: this.skipped, watches: this.watch.watches };
+    return { robots: this.robots.size, byStatus, skipped: this.skipped, watches: this.watches };
   }
 
   private apply(entry: KvWatchEntry): void {

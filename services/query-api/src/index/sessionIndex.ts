@@ -1,6 +1,6 @@
 import type { KV, KvWatchEntry } from '@nats-io/kv';
-import { SessionDocument, type Logger } from '@rpa/shared';
-import { BucketWatch } from './bucketWatch.js';
+import { SessionDocument } from '@rpa/shared';
+import { WatchedIndex, type WatchedIndexOptions } from './bucketWatch.js';
 import type { ListingKey } from './listingOrder.js';
 import { TenantListing, type ListingPage } from './tenantListing.js';
 
@@ -10,13 +10,9 @@ export type SessionChange =
 
 export type SessionChangeListener = (change: SessionChange) => void;
 
-export interface SessionIndexOptions {
+export interface SessionIndexOptions extends WatchedIndexOptions {
   /** The sessions bucket (topology.sessionsBucket). */
   kv: KV;
-  logger: Logger;
-  /** First delay before watching again after a watch ended unexpectedly; it doubles up to the maximum. */
-  rewatchDelayMs?: number;
-  maxRewatchDelayMs?: number;
 }
 
 interface Located {
@@ -30,11 +26,7 @@ interface Located {
  * that fails the SessionDocument schema is logged and skipped. When the watch ends for any reason other than
  * `stop()`, the index watches again from the current values and drops keys that vanished meanwhile.
  */
-export class SessionIndex {
-  /** Resolves once the initial values have been loaded. Never rejects. */
-  readonly ready: Promise<void>;
-  private readonly logger: Logger;
-  private readonly watch: BucketWatch;
+export class SessionIndex extends WatchedIndex {
   private readonly tenants = new Map<string, TenantListing>();
   /** Which document each key holds, so that a delete (which carries no value) can be applied. */
   private readonly located = new Map<string, Located>();
@@ -42,48 +34,19 @@ export class SessionIndex {
   private skipped = 0;
 
   constructor(options: SessionIndexOptions) {
-    this.logger = options.logger;
-    this.watch = new BucketWatch({
-      kv: options.kv,
-      name: 'sessions',
-      logger: options.logger,
-      ...(options.rewatchDelayMs === undefined ? {} : { rewatchDelayMs: options.rewatchDelayMs }),
-      ...(options.maxRewatchDelayMs === undefined ? {} : { maxRewatchDelayMs: options.maxRewatchDelayMs }),
-      handler: {
-        put: (entry) => this.apply(entry),
-        remove: (key) => this.removeKey(key),
-        loaded: () => this.logger.info({ sessions: this.stats().sessions }, 'sessions index loaded'),
-      },
-    });
-    this.ready = this.watch.ready;
+    super('sessions', options);
   }
 
-  /** Starts watching the bucket; idempotent. */
-  start(): void {
-    this.watch.start();
+  protected onPut(entry: KvWatchEntry): void {
+    this.apply(entry);
   }
 
-  /** Stops watching; safe to call twice. Listeners are kept but receive nothing more. */
-  stop(): Promise<void> {
-    return this.watch.stop();
+  protected onRemove(key: string): void {
+    this.removeKey(key);
   }
 
-  /**
-   * Ends the current watch and loads the bucket afresh, dropping keys that vanished without a delete marker (a
-   * stream purge, a restored backup). For operators who suspect a gap, and for tests of the re-watch path.
-   */
-  resync(): void {
-    this.watch.resync();
-  }
-
-  /** True once the initial values have been loaded. */
-  isReady(): boolean {
-    return this.watch.isReady();
-  }
-
-  /** True while a watch is open on the bucket. */
-  isWatching(): boolean {
-    return this.watch.isWatching();
+  protected onLoaded(): void {
+    this.logger.info({ sessions: this.stats().sessions }, 'sessions index loaded');
   }
 
   /** The document of a session, only within its tenant. */
@@ -124,7 +87,7 @@ export class SessionIndex {
   stats(): { sessions: number; tenants: number; skipped: number; watches: number } {
     let sessions = 0;
     for (const listing of this.tenants.values()) sessions += listing.size;
-    return { sessions, tenants: this.tenants.size, skipped: this.skipped, watches: this.watch.watches };
+    return { sessions, tenants: this.tenants.size, skipped: this.skipped, watches: this.watches };
   }
 
   private apply(entry: KvWatchEntry): void {
