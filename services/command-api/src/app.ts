@@ -11,6 +11,7 @@ import {
   type SessionCommandHandler,
   type SessionCommandType,
 } from '@rpa/shared';
+import { BatchMetrics } from './batch/batchMetrics.js';
 import { CommandMetrics } from './commandMetrics.js';
 import { CommandRunner } from './commandRunner.js';
 import { randomIds, type IdSource } from './ids.js';
@@ -18,6 +19,7 @@ import { registerCancelSessionRoute } from './routes/cancelSession.js';
 import { registerCloseSessionRoute } from './routes/closeSession.js';
 import type { RouteContext } from './routes/context.js';
 import { registerOpenSessionRoute } from './routes/openSession.js';
+import { registerOpenSessionsBatchRoute } from './routes/openSessionsBatch.js';
 import { registerResumeSessionRoute } from './routes/resumeSession.js';
 import { registerSubmitStepsRoute } from './routes/submitSteps.js';
 
@@ -31,8 +33,12 @@ declare module 'fastify' {
 export interface CommandApiLimits {
   /** Largest request body; a larger one is refused with 413 before it is parsed. */
   bodyLimitBytes: number;
-  /** Most steps one submission may carry. */
+  /** Most steps one submission may carry, and one batch item. */
   maxStepsPerRequest: number;
+  /** Largest batch body (POST /v1/sessions:batch); larger ones are refused with 413 before they are parsed. */
+  batchBodyLimitBytes: number;
+  /** Items of one batch handled at once, so that one batch cannot take the whole process. */
+  batchConcurrency: number;
   /** Jittered rounds after the handler's own conflict retries ran out, before answering 503. */
   exhaustedRetries: number;
 }
@@ -40,6 +46,8 @@ export interface CommandApiLimits {
 export const DEFAULT_LIMITS: CommandApiLimits = {
   bodyLimitBytes: 256 * 1024,
   maxStepsPerRequest: 500,
+  batchBodyLimitBytes: 1024 * 1024,
+  batchConcurrency: 8,
   exhaustedRetries: 2,
 };
 
@@ -66,7 +74,7 @@ export async function buildApp(deps: CommandApiDeps): Promise<FastifyInstance> {
     openapi: {
       title: 'RPA command API',
       description:
-        'Open browser sessions, submit steps to them, close them, resume them when they need attention and cancel them. Every call is scoped to the caller’s tenant.',
+        'Open browser sessions (one at a time or in batches), submit steps to them, close them, resume them when they need attention and cancel them. Every call is scoped to the caller’s tenant.',
       tags: [{ name: 'sessions', description: 'Session commands' }],
     },
   });
@@ -97,12 +105,18 @@ export async function buildApp(deps: CommandApiDeps): Promise<FastifyInstance> {
       handled.add(request);
       return runner.run(command);
     },
+    load: (sessionId) => deps.handler.load(sessionId),
     clock: deps.clock ?? (() => new Date()),
     ids: { ...randomIds, ...deps.ids },
     maxStepsPerRequest: limits.maxStepsPerRequest,
   };
   const routes = app.withTypeProvider<ZodTypeProvider>();
   registerOpenSessionRoute(routes, ctx);
+  registerOpenSessionsBatchRoute(routes, ctx, {
+    metrics: new BatchMetrics(deps.registry),
+    bodyLimitBytes: limits.batchBodyLimitBytes,
+    concurrency: limits.batchConcurrency,
+  });
   registerSubmitStepsRoute(routes, ctx);
   registerCloseSessionRoute(routes, ctx);
   registerResumeSessionRoute(routes, ctx);

@@ -19,6 +19,14 @@ export function keyedSessionId(tenantId: string, key: string): string {
   return uuidv5(JSON.stringify(['session', tenantId, key]), SESSION_NS);
 }
 
+/**
+ * The session the `index`-th item of a keyed batch opens. Kept apart from keyedSessionId, so that a batch key and
+ * an open key that happen to be equal name different sessions.
+ */
+export function keyedBatchSessionId(tenantId: string, key: string, index: number): string {
+  return uuidv5(JSON.stringify(['batch', tenantId, key, index]), SESSION_NS);
+}
+
 /** The command id of a keyed request, so that its retry derives the same event ids. */
 export function keyedCommandId(
   kind: 'open' | 'submit',

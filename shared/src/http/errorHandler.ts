@@ -85,3 +85,8 @@ export function registerErrorHandler(app: FastifyInstance): void {
     });
   });
 }
+
+/** The HTTP status a decider rejection maps to, for answers that carry several outcomes in one body. */
+export function rejectionStatus(code: RejectionCode): number {
+  return REJECTION_STATUS[code];
+}

@@ -15,14 +15,15 @@ export const IdempotencyHeaders = z.object({
   ),
 });
 
-export const OpenSessionBody = z
-  .strictObject({
-    labels: Labels.optional(),
-    browser: BrowserOptions.optional(),
-    idleTimeoutMs: z.number().int().min(1_000).max(MAX_IDLE_TIMEOUT_MS).nullable().optional(),
-  })
-  // fastify hands an absent body over as null.
-  .nullish();
+/** What opening a session takes: the body of POST /v1/sessions, and the open fields of a batch item. */
+export const OpenSessionFields = z.strictObject({
+  labels: Labels.optional(),
+  browser: BrowserOptions.optional(),
+  idleTimeoutMs: z.number().int().min(1_000).max(MAX_IDLE_TIMEOUT_MS).nullable().optional(),
+});
+
+// fastify hands an absent body over as null.
+export const OpenSessionBody = OpenSessionFields.nullish();
 export type OpenSessionBody = z.infer<typeof OpenSessionBody>;
 
 export const OpenSessionResponse = z.object({
@@ -35,6 +36,63 @@ export const OpenSessionResponse = z.object({
 export function submitStepsBody(maxSteps: number) {
   return z.strictObject({ steps: z.array(StepSpec).min(1).max(maxSteps) });
 }
+
+/** Most sessions one batch may open. */
+export const MAX_BATCH_ITEMS = 100;
+
+/** One session of a batch: the open fields, its first steps (none is fine) and a reference echoed in the answer. */
+export function batchItemSchema(maxSteps: number) {
+  return OpenSessionFields.extend({
+    steps: z.array(StepSpec).max(maxSteps).optional(),
+    clientRef: z.string().min(1).max(200).optional(),
+  });
+}
+export type BatchItem = z.infer<ReturnType<typeof batchItemSchema>>;
+
+/**
+ * The body of a batch. Only its envelope is validated here: each item is validated on its own by the route, so
+ * that one bad item is answered in its place instead of failing the batch. The document still shows the item.
+ */
+export function batchBody(maxSteps: number) {
+  const item = z
+    .unknown()
+    .meta(z.toJSONSchema(batchItemSchema(maxSteps), { io: 'input', target: 'openapi-3.0' }));
+  return z.strictObject({ items: z.array(item).min(1).max(MAX_BATCH_ITEMS) });
+}
+
+/** The error part of an answer: the same shape as a whole request's error body. */
+export const ErrorObject = z.object({
+  code: z.string(),
+  message: z.string(),
+  details: z.unknown().optional(),
+});
+
+export const BatchItemResult = z.object({
+  index: z.number().int().nonnegative().describe('Position of the item in the request'),
+  clientRef: z.string().optional(),
+  status: z
+    .number()
+    .int()
+    .describe(
+      'What the item would have answered on its own: 201 opened with its steps, else the error’s status',
+    ),
+  opened: z
+    .boolean()
+    .describe('Whether the session exists: true with an error means it opened but did not take its steps'),
+  sessionId: z.string().optional(),
+  version: z
+    .number()
+    .int()
+    .optional()
+    .describe(
+      'Revision of the session’s stream after the item’s last event: wait for read models to reach it',
+    ),
+  steps: z.array(z.object({ stepId: z.string(), seq: z.number().int().positive() })).optional(),
+  error: ErrorObject.optional(),
+});
+export type BatchItemResult = z.infer<typeof BatchItemResult>;
+
+export const BatchResponse = z.object({ items: z.array(BatchItemResult) });
 
 export const SubmitStepsResponse = z.object({
   steps: z.array(z.object({ stepId: z.string(), seq: z.number().int().positive() })),
@@ -56,9 +114,7 @@ export const ResumeSessionBody = z.strictObject({}).nullish();
 
 export const CancelSessionBody = z.strictObject({ reason: z.string().max(500).optional() }).nullish();
 
-export const ErrorResponse = z.object({
-  error: z.object({ code: z.string(), message: z.string(), details: z.unknown().optional() }),
-});
+export const ErrorResponse = z.object({ error: ErrorObject });
 
 /** Error responses every command route may give, for the OpenAPI document and the serializer. */
 export function errorResponses<const S extends readonly number[]>(...statuses: S) {

@@ -1,7 +1,7 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify';
 import type { ZodTypeProvider } from 'fastify-type-provider-zod';
-import type { CommandResult, SessionCommand } from '@rpa/shared';
+import type { CommandResult, LoadedSession, SessionCommand } from '@rpa/shared';
 import type { IdSource } from '../ids.js';
 
 /** The fastify instance routes are declared on: request and response types come from their zod schemas. */
@@ -17,6 +17,8 @@ export type CommandApp = FastifyInstance<
 export interface RouteContext {
   /** Runs a command for the request and counts it. */
   run(request: FastifyRequest, command: SessionCommand): Promise<CommandResult>;
+  /** A session's current state, read without deciding anything. */
+  load(sessionId: string): Promise<LoadedSession>;
   clock: () => Date;
   ids: IdSource;
   maxStepsPerRequest: number;

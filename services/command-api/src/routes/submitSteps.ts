@@ -1,6 +1,6 @@
-import type { SessionState } from '@rpa/shared';
 import { keyedCommandId, stepIdFor } from '../ids.js';
 import { requestHash } from '../idempotency.js';
+import { submittedSteps } from '../submittedSteps.js';
 import {
   errorResponses,
   IdempotencyHeaders,
@@ -43,19 +43,4 @@ export function registerSubmitStepsRoute(app: CommandApp, ctx: RouteContext): vo
       return reply.code(202).send({ steps: submittedSteps(result.state, steps, key) });
     },
   );
-}
-
-/** Each submitted step with its seq; a repeated keyed request answers what its first call submitted. */
-function submittedSteps(
-  state: SessionState,
-  steps: ReadonlyArray<{ stepId: string }>,
-  key: string | undefined,
-): Array<{ stepId: string; seq: number }> {
-  if (state.status === 'none') return [];
-  const first = key ? state.submissions[key] : undefined;
-  if (first) return first.steps;
-  return steps.flatMap(({ stepId }) => {
-    const step = state.steps[stepId];
-    return step ? [{ stepId, seq: step.seq }] : [];
-  });
 }
