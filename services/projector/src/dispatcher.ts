@@ -96,6 +96,7 @@ export function dispatchFor(recorded: RecordedSessionEvent, topology: Topology):
     case 'SessionCheckpointed':
     case 'SessionRecovered':
     case 'SessionNeedsAttention':
+    case 'SessionExpired':
     case 'SessionClosed':
       return [];
     default:

@@ -105,6 +105,7 @@ const examples: { [K in SessionEventType]: () => RecordedSessionEvent } = {
     }),
   SessionResumed: () => recorded('SessionResumed', { skipReplay: ['a'] }),
   SessionCancelled: () => recorded('SessionCancelled', { reason: 'not needed' }),
+  SessionExpired: () => recorded('SessionExpired', { reason: 'idle', idleMs: 60_500, ...robot }),
   SessionCloseRequested: () => recorded('SessionCloseRequested', { reason: null }),
   SessionClosed: () => recorded('SessionClosed', { ...robot }),
 };
@@ -211,6 +212,7 @@ describe('dispatchFor', () => {
     'SessionCheckpointed',
     'SessionRecovered',
     'SessionNeedsAttention',
+    'SessionExpired',
     'SessionClosed',
   ] as const)('when %s is recorded, then there is no work to publish', (type) => {
     expect(dispatchFor(examples[type](), topology)).toEqual([]);

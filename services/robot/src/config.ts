@@ -23,6 +23,13 @@ export const RobotEnv = z.object({
   HEALTH_PORT: envFields.port(9092),
   /** Time between this robot's heartbeats in the robots bucket; it counts as offline after three missed ones. */
   HEARTBEAT_INTERVAL_MS: z.coerce.number().int().min(100).max(600_000).default(5_000),
+  /** Longest a session is held by this robot before it is expired; 0 turns the limit off. */
+  MAX_SESSION_DURATION_MS: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(7 * 86_400_000)
+    .default(0),
   /** How long a stopping robot lets the steps in hand finish before it interrupts them. */
   SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(120_000).default(15_000),
 });

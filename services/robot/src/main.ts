@@ -17,6 +17,7 @@ const robot = createRobot({
   maxSessions: env.MAX_SESSIONS,
   ackWaitMs: env.ACK_WAIT_MS,
   heartbeatIntervalMs: env.HEARTBEAT_INTERVAL_MS,
+  maxSessionDurationMs: env.MAX_SESSION_DURATION_MS,
 });
 const app = buildOpsServer(robot, registry);
 

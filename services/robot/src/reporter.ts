@@ -10,6 +10,7 @@ import {
   type CommandResult,
   type CompleteStep,
   type EventStore,
+  type ExpiryReason,
   type LoadedSession,
   type Logger,
   type ReadStreamOptions,
@@ -245,6 +246,28 @@ export class Reporter {
         ...this.base(owner),
         robotId: owner.robotId,
         epoch: owner.epoch,
+      },
+      signal,
+    );
+  }
+
+  /** Records that the session expired (idle too long, or held too long) and its browser context is going. */
+  async expireSession(
+    owner: Ownership,
+    expiry: { reason: ExpiryReason; idleMs?: number },
+    signal?: AbortSignal,
+  ): Promise<void> {
+    await this.report(
+      owner,
+      {
+        type: 'ExpireSession',
+        // One expiry per ownership: a retry after an uncertain append is deduplicated.
+        commandId: `expire:${owner.sessionId}:${owner.epoch}`,
+        ...this.base(owner),
+        robotId: owner.robotId,
+        epoch: owner.epoch,
+        reason: expiry.reason,
+        ...(expiry.idleMs === undefined ? {} : { idleMs: expiry.idleMs }),
       },
       signal,
     );

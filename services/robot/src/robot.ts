@@ -61,6 +61,8 @@ export interface RobotDeps {
   restorePoints?: RestorePointStore;
   /** Where folded session state is snapshotted; the NATS KV bucket by default. */
   snapshots?: SnapshotStore;
+  /** Longest one session is held before it is expired with reason max_duration; 0 or absent: no limit. */
+  maxSessionDurationMs?: number;
   /** Time between fleet heartbeats in the robots bucket. Default 5 s. */
   heartbeatIntervalMs?: number;
   /** Resident memory of this robot's Chromium; read from /proc by default. */
@@ -154,6 +156,7 @@ export function createRobot(deps: RobotDeps): Robot {
         logger,
         pullExpiresMs,
         heartbeatMs,
+        maxSessionDurationMs: deps.maxSessionDurationMs ?? 0,
         clock: () => Date.now(),
       };
       puller = new AssignmentPuller({

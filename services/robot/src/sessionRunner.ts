@@ -6,6 +6,7 @@ import {
   DEFAULT_STEP_TIMEOUT_MS,
   isTerminal,
   SessionWorkMessage,
+  type ExpiryReason,
   type Logger,
   type RestorePointRef,
   type SessionState,
@@ -29,12 +30,18 @@ import { sleep } from './sleep.js';
 import { executeStep, type StepRunOutcome } from './stepExecutor.js';
 
 /**
- * How a session's run ended. closed: done for good; lost: another robot owns it; stopped: handed back; failed: gave
+ * How a session's run ended. closed: done for good (closed, cancelled or expired); lost: another robot owns it; stopped: handed back; failed: gave
  * up for now; parked: it waits for an operator (resuming it offers it again).
  */
 export type RunnerOutcome = 'closed' | 'lost' | 'stopped' | 'failed' | 'parked';
 
 type StepMessage = Extract<SessionWorkMessage, { kind: 'step' }>;
+
+/** Why and after how long of idleness a held session is to be expired. */
+interface Expiry {
+  reason: ExpiryReason;
+  idleMs?: number;
+}
 
 export interface SessionRunnerDeps {
   js: JetStreamClient;
@@ -52,6 +59,8 @@ export interface SessionRunnerDeps {
   pullExpiresMs: number;
   /** Interval of in-progress signals on the message being worked on. */
   heartbeatMs: number;
+  /** Longest a session is held before it is expired with reason max_duration; 0: no limit. */
+  maxSessionDurationMs: number;
   /** Milliseconds, for step durations. */
   clock: () => number;
 }
@@ -72,6 +81,11 @@ export class SessionRunner {
   private readonly logger: Logger;
   private context: BrowserContext | null = null;
   private page: Page | null = null;
+  /** The session's idle timeout, from its stream; null: it never expires for idleness. */
+  private idleTimeoutMs: number | null = null;
+  /** Clock time of the claim, and of the last activity (claim, recovery, a step arriving or finishing). */
+  private heldSince = 0;
+  private lastActivity = 0;
 
   constructor(
     private readonly deps: SessionRunnerDeps,
@@ -99,8 +113,10 @@ export class SessionRunner {
   /** Runs until the session closes, is lost or parked, or the runner is stopped. Never rejects. */
   async run(): Promise<RunnerOutcome> {
     try {
+      this.heldSince = this.lastActivity = this.deps.clock();
       const consumer = await this.bindConsumer();
       if ((await this.prepare()) === 'parked') return 'parked';
+      this.lastActivity = this.deps.clock();
       let failures = 0;
       while (!this.stopping) {
         let msg: JsMsg | null;
@@ -116,7 +132,16 @@ export class SessionRunner {
           await sleep(Math.min(5_000, 250 * 2 ** failures), this.stopController.signal);
           continue;
         }
-        if (!msg) continue;
+        if (!msg) {
+          // Expiry is checked here, between pulls: a pull wakes at least every pullExpiresMs.
+          const expiry = this.dueExpiry();
+          if (expiry) {
+            const outcome = await this.expire(expiry);
+            if (outcome) return outcome;
+          }
+          continue;
+        }
+        this.lastActivity = this.deps.clock();
         if (this.stopping) {
           // Arrived as we stopped: hand it back at once rather than after its ack wait.
           msg.nak();
@@ -124,6 +149,13 @@ export class SessionRunner {
         }
         const outcome = await this.handle(msg);
         if (outcome) return outcome;
+        this.lastActivity = this.deps.clock();
+        // The step in hand always finishes first: a session held too long is expired between steps.
+        const expiry = this.dueExpiry();
+        if (expiry) {
+          const expired = await this.expire(expiry);
+          if (expired) return expired;
+        }
       }
       return 'stopped';
     } catch (error) {
@@ -160,6 +192,7 @@ export class SessionRunner {
     // A session that is over needs no page: its steps are acked unrun and its close message ends the run.
     if (isTerminal(session)) return 'ready';
     if (session.status === 'needs_attention') return 'parked';
+    this.idleTimeoutMs = session.idleTimeoutMs;
     const result = await recoverSession(this.recoveryDeps(session), this.owner, session);
     if (result.kind === 'parked') {
       await this.closeContext();
@@ -400,6 +433,42 @@ export class SessionRunner {
       restorePointKey,
     );
     this.logger.info({ status: state.status }, 'session closed');
+    return 'closed';
+  }
+
+  /** The expiry now due: held past the maximum duration, or idle past the session's idle timeout; null if none. */
+  private dueExpiry(): Expiry | null {
+    const now = this.deps.clock();
+    const max = this.deps.maxSessionDurationMs;
+    if (max > 0 && now - this.heldSince > max) return { reason: 'max_duration' };
+    const idleMs = Math.max(0, Math.round(now - this.lastActivity));
+    if (this.idleTimeoutMs !== null && idleMs > this.idleTimeoutMs) return { reason: 'idle', idleMs };
+    return null;
+  }
+
+  /**
+   * Expires the session: records why, closes its browser context and removes what it left in NATS, like a close.
+   * Null when the stream did not end the session (it needs an operator now): the run goes on.
+   */
+  private async expire(expiry: Expiry): Promise<RunnerOutcome | null> {
+    const { reporter, jsm, topology, restorePoints, clock } = this.deps;
+    const signal = this.abortController.signal;
+    await reporter.expireSession(this.owner, expiry, signal);
+    const { state } = await reporter.load(this.owner.sessionId, signal);
+    const session = this.assertOwner(state);
+    if (!isTerminal(session)) {
+      this.logger.warn({ status: session.status, ...expiry }, 'expiry recorded nothing: the session goes on');
+      // Not due again at once: both limits count afresh.
+      this.heldSince = this.lastActivity = clock();
+      return null;
+    }
+    await this.closeContext();
+    await cleanUpSession(
+      { jsm, topology, restorePoints, logger: this.logger },
+      this.owner.sessionId,
+      session.checkpoint?.stateKey ?? null,
+    );
+    this.logger.info({ status: session.status, ...expiry }, 'session expired: closed');
     return 'closed';
   }
 

@@ -1,4 +1,4 @@
-import type { Actor, AttentionCode, BrowserOptions } from '../events/sessionEvents.js';
+import type { Actor, AttentionCode, BrowserOptions, ExpiryReason } from '../events/sessionEvents.js';
 import type { StepError, StepOutput, StepSpec } from '../steps/stepSpec.js';
 
 /**
@@ -106,6 +106,14 @@ export interface ConfirmClose extends RobotReport {
   type: 'ConfirmClose';
 }
 
+/** The owner ends a session that sat idle too long or was held too long; its browser context is gone. */
+export interface ExpireSession extends RobotReport {
+  type: 'ExpireSession';
+  reason: ExpiryReason;
+  /** With reason idle: how long the session had been idle. */
+  idleMs?: number;
+}
+
 export type SessionCommand =
   | OpenSession
   | SubmitSteps
@@ -117,5 +125,6 @@ export type SessionCommand =
   | CompleteStep
   | RecordRecovery
   | FlagAttention
-  | ConfirmClose;
+  | ConfirmClose
+  | ExpireSession;
 export type SessionCommandType = SessionCommand['type'];

@@ -6,6 +6,10 @@ const Iso = z.iso.datetime({ offset: true });
 export const AttentionCode = z.enum(['UNSAFE_REPLAY', 'UNCERTAIN_STEP', 'REPLAY_FAILED']);
 export type AttentionCode = z.infer<typeof AttentionCode>;
 
+/** Why a robot ended a session on its own: idle past its idle timeout, or held past the maximum duration. */
+export const ExpiryReason = z.enum(['idle', 'max_duration']);
+export type ExpiryReason = z.infer<typeof ExpiryReason>;
+
 const RobotRef = { robotId: z.string().min(1).max(200), epoch: z.number().int().positive() };
 
 export const BrowserOptions = z.strictObject({
@@ -96,6 +100,15 @@ export const SessionEventData = {
   SessionResumed: z.strictObject({ skipReplay: z.array(z.string()).max(10_000) }),
   /** An operator ended the session for good; no further step runs. */
   SessionCancelled: z.strictObject({ reason: z.string().max(500).nullable() }),
+  /**
+   * The owner ended a session that sat idle past its idle timeout (`idleMs`: how long it was idle) or was held past
+   * the robot's maximum session duration; no further step runs.
+   */
+  SessionExpired: z.strictObject({
+    reason: ExpiryReason,
+    idleMs: z.number().int().nonnegative().optional(),
+    ...RobotRef,
+  }),
   SessionCloseRequested: z.strictObject({ reason: z.string().max(500).nullable() }),
   SessionClosed: z.strictObject({ robotId: z.string().nullable(), epoch: z.number().int().nonnegative() }),
 } as const;
@@ -116,6 +129,7 @@ export const CURRENT_SCHEMA_VERSION: Record<SessionEventType, number> = {
   SessionNeedsAttention: 1,
   SessionResumed: 1,
   SessionCancelled: 1,
+  SessionExpired: 1,
   SessionCloseRequested: 1,
   SessionClosed: 1,
 };

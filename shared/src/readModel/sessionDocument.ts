@@ -23,7 +23,14 @@ export const StepDocument = z.object({
 });
 export type StepDocument = z.infer<typeof StepDocument>;
 
-export const SessionDocumentStatus = z.enum(['open', 'closing', 'needs_attention', 'closed', 'cancelled']);
+export const SessionDocumentStatus = z.enum([
+  'open',
+  'closing',
+  'needs_attention',
+  'closed',
+  'cancelled',
+  'expired',
+]);
 
 /** Why the session waits for an operator (status needs_attention). */
 export const AttentionDocument = z.object({

@@ -215,13 +215,17 @@ export function applyToDocument(
       if (doc.status !== 'needs_attention') return touched;
       return { ...touched, status: doc.attention?.resumeTo ?? 'open', attention: null };
     case 'SessionCancelled':
-      if (doc.status === 'closed' || doc.status === 'cancelled') return touched;
+      if (doc.status === 'closed' || doc.status === 'cancelled' || doc.status === 'expired') return touched;
       return { ...touched, status: 'cancelled', attention: null, closedAt: at };
+    case 'SessionExpired':
+      // Mirrors evolve: a session waiting for an operator is not expired.
+      if (doc.status !== 'open' && doc.status !== 'closing') return touched;
+      return { ...touched, status: 'expired', closedAt: at };
     case 'SessionCloseRequested':
       if (doc.status !== 'open') return touched;
       return { ...touched, status: 'closing' };
     case 'SessionClosed':
-      if (doc.status === 'closed' || doc.status === 'cancelled') return touched;
+      if (doc.status === 'closed' || doc.status === 'cancelled' || doc.status === 'expired') return touched;
       return {
         ...touched,
         status: 'closed',

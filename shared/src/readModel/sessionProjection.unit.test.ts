@@ -522,3 +522,38 @@ describe('applyToDocument: restore points, recovery, attention, resume and cance
     });
   });
 });
+
+describe('applyToDocument: expiry', () => {
+  const opened = (r: ReturnType<typeof history>) =>
+    r('SessionOpened', { labels: {}, browser: {}, idleTimeoutMs: 1_500 });
+  const expired = (r: ReturnType<typeof history>) =>
+    r('SessionExpired', { reason: 'idle', idleMs: 1_600, ...robot });
+
+  it('given an open session, when it expires (delivered twice), then it is expired with its time', () => {
+    const r = history();
+    const base = [opened(r), r('SessionClaimed', { ...robot, previousRobotId: null })];
+    const event = expired(r);
+    const doc = fold([...base, event])!;
+    expect(doc).toMatchObject({ status: 'expired', closedAt: event.metadata.occurredAt, version: 2 });
+    expect(applyToDocument(doc, event)).toBe(doc);
+  });
+
+  it('given an expired session, when a late close or cancel arrives, then it stays expired', () => {
+    const r = history();
+    const first = opened(r);
+    const event = expired(r);
+    const doc = fold([first, event])!;
+    const after = fold([r('SessionClosed', { ...robot }), r('SessionCancelled', { reason: null })], doc)!;
+    expect(after).toMatchObject({ status: 'expired', closedAt: event.metadata.occurredAt });
+  });
+
+  it('given a session that needs attention, when an expiry arrives, then it still needs attention', () => {
+    const r = history();
+    const doc = fold([
+      opened(r),
+      r('SessionNeedsAttention', { code: 'UNSAFE_REPLAY', reason: 'b', stepIds: ['b'], ...robot }),
+      expired(r),
+    ])!;
+    expect(doc).toMatchObject({ status: 'needs_attention', closedAt: null });
+  });
+});

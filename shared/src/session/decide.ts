@@ -108,7 +108,8 @@ export function decide(command: SessionCommand, state: SessionState): Decision {
       return accept([{ type: 'SessionResumed', data: { skipReplay: state.attention.stepIds } }]);
     case 'CancelSession':
       if (state.status === 'cancelled') return accept([]);
-      if (state.status === 'closed') return reject('ILLEGAL_TRANSITION', 'session is closed');
+      if (state.status === 'closed' || state.status === 'expired')
+        return reject('ILLEGAL_TRANSITION', `session is ${state.status}`);
       return accept([{ type: 'SessionCancelled', data: { reason: command.reason } }]);
     case 'ClaimSession':
       if (isTerminal(state)) return reject('ILLEGAL_TRANSITION', `session is ${state.status}`);
@@ -129,7 +130,8 @@ export function decide(command: SessionCommand, state: SessionState): Decision {
     case 'CompleteStep':
     case 'RecordRecovery':
     case 'FlagAttention':
-    case 'ConfirmClose': {
+    case 'ConfirmClose':
+    case 'ExpireSession': {
       if (state.owner === null || state.owner.robotId !== command.robotId || command.epoch !== state.epoch) {
         return reject(
           'STALE_EPOCH',
@@ -141,6 +143,12 @@ export function decide(command: SessionCommand, state: SessionState): Decision {
         if (isTerminal(state)) return accept([]);
         if (state.status !== 'closing') return reject('ILLEGAL_TRANSITION', 'session was not asked to close');
         return accept([{ type: 'SessionClosed', data: robot }]);
+      }
+      if (command.type === 'ExpireSession') {
+        // Over already, or waiting for an operator (who decides its fate): nothing to expire.
+        if (state.status !== 'open' && state.status !== 'closing') return accept([]);
+        const idle = command.idleMs === undefined ? {} : { idleMs: command.idleMs };
+        return accept([{ type: 'SessionExpired', data: { reason: command.reason, ...idle, ...robot } }]);
       }
       if (command.type === 'FlagAttention') {
         if (state.status === 'needs_attention') return accept([]);

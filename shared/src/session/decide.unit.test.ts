@@ -4,6 +4,7 @@ import type {
   ClaimSession,
   CompleteStep,
   ConfirmClose,
+  ExpireSession,
   FlagAttention,
   OpenSession,
   RecordRecovery,
@@ -217,6 +218,22 @@ const recovered = (robotId: string, epoch: number): SessionEvent => ({
     replayedSteps: 1,
     skippedSteps: 0,
     durationMs: 850,
+    robotId,
+    epoch,
+  },
+});
+
+const expire = (robotId: string, epoch: number, idleMs: number | undefined = 61_000): ExpireSession => ({
+  ...base(),
+  type: 'ExpireSession',
+  robotId,
+  epoch,
+  ...(idleMs === undefined ? { reason: 'max_duration' as const } : { reason: 'idle' as const, idleMs }),
+});
+const expired = (robotId: string, epoch: number, idleMs: number | undefined = 61_000): SessionEvent => ({
+  type: 'SessionExpired',
+  data: {
+    ...(idleMs === undefined ? { reason: 'max_duration' as const } : { reason: 'idle' as const, idleMs }),
     robotId,
     epoch,
   },
@@ -505,6 +522,7 @@ describe('robot reports are fenced by owner and epoch', () => {
     recover(robotId, epoch),
     flag(robotId, epoch),
     confirmClose(robotId, epoch),
+    expire(robotId, epoch),
   ];
 
   it.each(reports('r1', 1).map((c) => [label(c), c] as const))(
@@ -898,5 +916,57 @@ describe('a session that stops for an operator', () => {
       checkpoint: { afterStepSeq: 1 },
       replaySkips: ['b'],
     });
+  });
+});
+
+describe('ExpireSession', () => {
+  const expiredByR1: Given[] = [...ownedByR1, expired('r1', 1)];
+
+  it.each(only('open', 'closing'))(
+    'given a %s session, when its owner reports it idle, then SessionExpired names reason, idle time and owner',
+    (_status, history) => {
+      given(history)
+        .when(expire('r1', 1, 61_000))
+        .then([expired('r1', 1, 61_000)]);
+    },
+  );
+
+  it('given an open session, when its owner reports it held too long, then SessionExpired without an idle time', () => {
+    given(ownedByR1)
+      .when(expire('r1', 1, undefined))
+      .then([expired('r1', 1, undefined)]);
+  });
+
+  it.each(only('closed', 'cancelled'))(
+    'given a %s session, when its owner reports it idle, then nothing happens',
+    (_status, history) => {
+      given(history).when(expire('r1', 1)).thenNothingHappens();
+    },
+  );
+
+  it('given an expired session, when its owner reports it again (a retry), then nothing happens', () => {
+    given(expiredByR1).when(expire('r1', 1)).thenNothingHappens();
+  });
+
+  it('given a session that needs attention, when its owner reports it idle, then nothing happens: it waits for an operator', () => {
+    given(attentionByR1).when(expire('r1', 1)).thenNothingHappens();
+  });
+
+  it('given an expired session, when steps are submitted, then ILLEGAL_TRANSITION', () => {
+    given(expiredByR1)
+      .when(submit(['c']))
+      .thenRejects('ILLEGAL_TRANSITION');
+  });
+
+  it('given an expired session, when another robot claims it, then ILLEGAL_TRANSITION', () => {
+    given(expiredByR1).when(claim('r2')).thenRejects('ILLEGAL_TRANSITION');
+  });
+
+  it('given an expired session, when an operator cancels it, then ILLEGAL_TRANSITION', () => {
+    given(expiredByR1).when(cancel()).thenRejects('ILLEGAL_TRANSITION');
+  });
+
+  it('given an expired session, when close is requested, then nothing happens', () => {
+    given(expiredByR1).when(requestClose()).thenNothingHappens();
   });
 });

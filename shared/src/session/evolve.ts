@@ -25,6 +25,7 @@ export function evolve(
         sessionId: metadata.sessionId,
         tenantId: metadata.tenantId,
         browser: event.data.browser,
+        idleTimeoutMs: event.data.idleTimeoutMs,
         epoch: 0,
         owner: null,
         lastSeq: 0,
@@ -117,6 +118,11 @@ export function evolve(
       if (state.status === 'none' || isTerminal(state)) return state;
       const { attention: _attention, ...rest } = state as typeof state & { attention?: unknown };
       return { ...rest, status: 'cancelled' };
+    }
+    case 'SessionExpired': {
+      // A session waiting for an operator is not expired: it waits for a decision, not for work.
+      if (state.status !== 'open' && state.status !== 'closing') return state;
+      return { ...state, status: 'expired' };
     }
     case 'SessionCloseRequested':
       if (state.status !== 'open') return state;

@@ -66,6 +66,10 @@ const resumed = (skipReplay: string[] = ['a']): SessionEvent => ({
   data: { skipReplay },
 });
 const cancelled: SessionEvent = { type: 'SessionCancelled', data: { reason: 'operator' } };
+const expired: SessionEvent = {
+  type: 'SessionExpired',
+  data: { reason: 'idle', idleMs: 1_600, robotId: 'r1', epoch: 1 },
+};
 
 describe('evolve', () => {
   it('SessionOpened starts an open session owned by the tenant in the metadata', () => {
@@ -74,6 +78,7 @@ describe('evolve', () => {
       sessionId: 's1',
       tenantId: 't1',
       browser: opened.data.browser,
+      idleTimeoutMs: null,
       epoch: 0,
       owner: null,
       lastSeq: 0,
@@ -368,5 +373,42 @@ describe('evolve', () => {
         b: { status: 'queued', attempts: 0, replay: 'never' },
       },
     });
+  });
+});
+
+describe('evolve: expiry', () => {
+  it('given a session opened with an idle timeout, then the state holds it', () => {
+    const withTimeout: SessionEvent = {
+      type: 'SessionOpened',
+      data: { labels: {}, browser: {}, idleTimeoutMs: 1_500 },
+    };
+    expect(given([withTimeout])).toMatchObject({ status: 'open', idleTimeoutMs: 1_500 });
+  });
+
+  it.each([
+    ['open', [opened, claimed('r1', 1)]],
+    ['closing', [opened, claimed('r1', 1), closeRequested]],
+  ] as const)(
+    'given a %s session, when SessionExpired, then it is expired and keeps its owner',
+    (_s, history) => {
+      expect(given([...history, expired])).toMatchObject({
+        status: 'expired',
+        owner: { robotId: 'r1', epoch: 1 },
+      });
+    },
+  );
+
+  it.each([
+    ['closed', [opened, claimed('r1', 1), closeRequested, closed]],
+    ['cancelled', [opened, claimed('r1', 1), cancelled]],
+    ['needs_attention', [opened, claimed('r1', 1), needsAttention()]],
+  ] as const)('given a %s session, when SessionExpired, then nothing changes', (_s, history) => {
+    const state = given([...history]);
+    expect(evolve(state, expired, meta)).toBe(state);
+  });
+
+  it('given an expired session, when SessionClosed or SessionCancelled arrive late, then it stays expired', () => {
+    const state = given([opened, claimed('r1', 1), expired]);
+    expect(evolve(evolve(state, closed, meta), cancelled, meta)).toBe(state);
   });
 });

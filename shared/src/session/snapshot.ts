@@ -18,7 +18,7 @@ const gunzipAsync = (bytes: Uint8Array, maxOutputLength: number) =>
  * Format of a stored snapshot. Bump it whenever SessionState's shape or what `evolve` makes of a stream changes:
  * snapshots of any other format are ignored (the session is folded from its events), so none is ever misread.
  */
-export const SNAPSHOT_FORMAT = 1;
+export const SNAPSHOT_FORMAT = 2;
 
 /** A session's folded state as of one revision of its stream: loading starts here and reads only what follows. */
 export interface SessionSnapshot {
@@ -59,6 +59,7 @@ const existing = {
   sessionId: Id,
   tenantId: Id,
   browser: BrowserOptions,
+  idleTimeoutMs: z.number().int().positive().nullable(),
   epoch: Counter,
   owner: z.strictObject({ robotId: Id, epoch: Counter }).nullable(),
   lastSeq: Counter,
@@ -93,6 +94,7 @@ const SessionStateSchema: z.ZodType<SessionState> = z.discriminatedUnion('status
   }),
   z.strictObject({ ...existing, status: z.literal('closed') }),
   z.strictObject({ ...existing, status: z.literal('cancelled') }),
+  z.strictObject({ ...existing, status: z.literal('expired') }),
 ]);
 
 const SessionSnapshotSchema = z.strictObject({

@@ -85,7 +85,7 @@ describe('session snapshots', () => {
   });
 
   it('ignores a snapshot of another format, whatever it holds', () => {
-    expect(reasonOf({ ...copy(), v: 2 })).toBe('format 2');
+    expect(reasonOf({ ...copy(), v: SNAPSHOT_FORMAT + 1 })).toBe(`format ${SNAPSHOT_FORMAT + 1}`);
     const { v: _v, ...unversioned } = copy();
     expect(reasonOf(unversioned)).toBe('format undefined');
     expect(reasonOf(null)).toBe('format undefined');
@@ -137,7 +137,7 @@ describe('session snapshots', () => {
     expect(await store.get(STREAM)).toBeNull();
     await store.put(sample);
     expect(await store.get(STREAM)).toEqual(sample);
-    store.putRaw(STREAM, gzipSync(JSON.stringify({ ...copy(), v: 2 })));
+    store.putRaw(STREAM, gzipSync(JSON.stringify({ ...copy(), v: SNAPSHOT_FORMAT + 1 })));
     expect(await store.get(STREAM)).toBeNull();
     store.putRaw(STREAM, 'garbage');
     expect(await store.get(STREAM)).toBeNull();

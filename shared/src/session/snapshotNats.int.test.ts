@@ -92,7 +92,7 @@ describe('NatsSnapshotStore on nats-server', () => {
     const kv = await new Kvm(nc).open(topology.snapshotsBucket);
     const stored = [
       'plain text',
-      gzipSync(JSON.stringify({ ...snapshot, v: 2 })),
+      gzipSync(JSON.stringify({ ...snapshot, v: SNAPSHOT_FORMAT + 1 })),
       gzipSync(JSON.stringify({ ...snapshot, state: { ...snapshot.state, status: 'exploded' } })),
       gzipSync(JSON.stringify({ ...snapshot, streamId: 'session-other' })),
     ];
@@ -103,7 +103,7 @@ describe('NatsSnapshotStore on nats-server', () => {
     expect(logger.warnings.map((w) => w.msg)).toEqual(stored.map(() => 'ignoring an unusable snapshot'));
     expect(logger.warnings.map((w) => (w.obj as { reason: string }).reason)).toEqual([
       'not gzip, or too large',
-      'format 2',
+      `format ${SNAPSHOT_FORMAT + 1}`,
       'invalid fields state.status',
       'snapshot of another stream (session-other)',
     ]);

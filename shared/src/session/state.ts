@@ -48,6 +48,8 @@ interface Existing {
   sessionId: string;
   tenantId: string;
   browser: BrowserOptions;
+  /** How long the session may sit without activity before its owner expires it; null: never. */
+  idleTimeoutMs: number | null;
   /** Highest epoch ever claimed; 0 before the first claim. */
   epoch: number;
   owner: Owner | null;
@@ -69,14 +71,15 @@ export type SessionState =
   | (Existing & { status: 'closing' })
   | (Existing & { status: 'needs_attention'; attention: Attention })
   | (Existing & { status: 'closed' })
-  | (Existing & { status: 'cancelled' });
+  | (Existing & { status: 'cancelled' })
+  | (Existing & { status: 'expired' });
 
 export type SessionStatus = SessionState['status'];
 
 /** The state of a session that has no events yet. */
 export const initialState = (): SessionState => ({ status: 'none' });
 
-/** Closed and cancelled sessions are over: nothing runs in them again. */
+/** Closed, cancelled and expired sessions are over: nothing runs in them again. */
 export function isTerminal(state: SessionState): boolean {
-  return state.status === 'closed' || state.status === 'cancelled';
+  return state.status === 'closed' || state.status === 'cancelled' || state.status === 'expired';
 }

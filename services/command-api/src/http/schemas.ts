@@ -101,7 +101,14 @@ export const SubmitStepsResponse = z.object({
 export const CloseSessionBody = z.strictObject({ reason: z.string().max(500).optional() }).nullish();
 
 /** A session's status as the command side sees it right after a command. */
-export const SessionStatusBody = z.enum(['open', 'closing', 'needs_attention', 'closed', 'cancelled']);
+export const SessionStatusBody = z.enum([
+  'open',
+  'closing',
+  'needs_attention',
+  'closed',
+  'cancelled',
+  'expired',
+]);
 
 /** What a command on a whole session answers: the session's status right after it. */
 export const SessionStatusResponse = z.object({

@@ -1,0 +1,174 @@
+import { randomUUID } from 'node:crypto';
+import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  AssignmentMessage,
+  CommandRejectedError,
+  connectNats,
+  decodeSessionEvent,
+  encodeMessage,
+  ensureWorkTopology,
+  isNotFound,
+  openEventStore,
+  Registry,
+  SessionCommandHandler,
+  sessionStreamId,
+  SessionWorkMessage,
+  silentLogger,
+  Topology,
+  type EventStore,
+  type NatsConnection,
+  type RecordedSessionEvent,
+  type SessionCommand,
+} from '@rpa/shared';
+import { startNatsServer, uniquePrefix, waitFor, type NatsServerHandle } from '@rpa/shared/testing';
+import { startTestSite, type TestSite } from '../test/testSite.js';
+import { resolveChromiumPath } from './browser.js';
+import { createRobot, type Robot } from './robot.js';
+
+const TENANT = 'tenant-x';
+const ACTOR = { kind: 'api-key' as const, id: 'test-key' };
+const ACK_WAIT_MS = 5_000;
+const IDLE_TIMEOUT_MS = 1_500;
+
+describe('a session idle past its idle timeout', () => {
+  let server: NatsServerHandle;
+  let nc: NatsConnection;
+  let js: JetStreamClient;
+  let jsm: JetStreamManager;
+  let store: EventStore;
+  let handler: SessionCommandHandler;
+  let topology: Topology;
+  let site: TestSite;
+  let robot: Robot | null = null;
+
+  beforeAll(async () => {
+    server = await startNatsServer();
+    nc = await connectNats(server.url, 'expiry-test');
+    js = jetstream(nc);
+    jsm = await jetstreamManager(nc);
+    topology = new Topology(uniquePrefix());
+    store = await openEventStore({ EVENT_STORE: 'jetstream' }, { nc, topology, logger: silentLogger });
+    handler = new SessionCommandHandler({ store });
+    await ensureWorkTopology(nc, topology, { ackWaitMs: ACK_WAIT_MS, stepMaxDeliver: 5 });
+    site = await startTestSite();
+    robot = createRobot({
+      nc,
+      store,
+      topology,
+      robotId: 'robot-expiry',
+      logger: silentLogger,
+      registry: new Registry(),
+      chromiumPath: resolveChromiumPath(process.env.CHROMIUM_PATH),
+      maxSessions: 2,
+      ackWaitMs: ACK_WAIT_MS,
+      // The shortest pull JetStream allows: the idle check runs between pulls.
+      pullExpiresMs: 1_000,
+      retryDelayMs: 500,
+      heartbeatIntervalMs: 200,
+    });
+    await robot.start();
+  });
+  afterAll(async () => {
+    await robot?.stop({ graceMs: 2_000 });
+    await site?.close();
+    await store?.close();
+    await nc?.close();
+    await server?.stop();
+  });
+
+  // The dispatcher's part, done by hand: append through the command handler, publish the work each event carries.
+  const command = <T extends SessionCommand['type']>(type: T, sessionId: string) => ({
+    type,
+    commandId: randomUUID(),
+    sessionId,
+    tenantId: TENANT,
+    at: new Date().toISOString(),
+    actor: ACTOR,
+  });
+
+  async function events(sessionId: string): Promise<RecordedSessionEvent[]> {
+    const recorded = await store.readStream(sessionStreamId(sessionId));
+    return recorded.map((r) => decodeSessionEvent(r)).filter((r): r is RecordedSessionEvent => r !== null);
+  }
+
+  async function stepConsumerGone(sessionId: string): Promise<boolean> {
+    try {
+      await jsm.consumers.info(topology.workStream, topology.stepsConsumer(sessionId));
+      return false;
+    } catch (error) {
+      if (isNotFound(error)) return true;
+      throw error;
+    }
+  }
+
+  it('is expired by its owner: context closed, step consumer removed, and no further steps accepted', async () => {
+    const sessionId = `s-${randomUUID()}`;
+    const opened = await handler.handle({
+      ...command('OpenSession', sessionId),
+      labels: {},
+      browser: {},
+      idleTimeoutMs: IDLE_TIMEOUT_MS,
+    });
+    await js.publish(
+      topology.assignSubject,
+      encodeMessage(AssignmentMessage, { v: 1, sessionId, tenantId: TENANT, reason: 'opened' }),
+      { msgID: opened.events[0]!.eventId },
+    );
+    const submitted = await handler.handle({
+      ...command('SubmitSteps', sessionId),
+      steps: [{ stepId: 'open', step: { action: 'navigate', url: `${site.url}/app` } }],
+    });
+    for (const { event, eventId } of submitted.events) {
+      if (event.type !== 'StepSubmitted') continue;
+      const { stepId, seq, step } = event.data;
+      const body = encodeMessage(SessionWorkMessage, {
+        v: 1,
+        kind: 'step',
+        sessionId,
+        tenantId: TENANT,
+        stepId,
+        seq,
+        step,
+      });
+      await js.publish(topology.stepsSubject(sessionId), body, { msgID: eventId });
+    }
+
+    const all = await waitFor(
+      async () => {
+        const recorded = await events(sessionId);
+        return recorded.some((r) => r.event.type === 'SessionExpired') ? recorded : null;
+      },
+      { timeoutMs: 30_000, description: `SessionExpired in ${sessionId}` },
+    );
+    const types = all.map((r) => r.event.type);
+    expect(types.indexOf('StepSucceeded')).toBeGreaterThan(-1);
+    expect(types.indexOf('StepSucceeded')).toBeLessThan(types.indexOf('SessionExpired'));
+    const expired = all.find((r) => r.event.type === 'SessionExpired')!.event;
+    expect(expired).toMatchObject({
+      type: 'SessionExpired',
+      data: { reason: 'idle', robotId: 'robot-expiry', epoch: 1 },
+    });
+    if (expired.type === 'SessionExpired') expect(expired.data.idleMs).toBeGreaterThan(IDLE_TIMEOUT_MS);
+
+    // The run ends after the expiry is recorded: wait for the session to be released.
+    await waitFor(async () => (robot!.sessionsHeld() === 0 ? true : null), {
+      timeoutMs: 10_000,
+      description: 'the robot releases the session',
+    });
+    expect(robot!.openContexts()).toBe(0);
+    expect(await stepConsumerGone(sessionId)).toBe(true);
+
+    const refused = await handler
+      .handle({
+        ...command('SubmitSteps', sessionId),
+        steps: [{ stepId: 'late', step: { action: 'navigate', url: `${site.url}/app` } }],
+      })
+      .then(
+        () => null,
+        (error: unknown) => error,
+      );
+    expect(refused).toBeInstanceOf(CommandRejectedError);
+    expect((refused as CommandRejectedError).code).toBe('ILLEGAL_TRANSITION');
+  });
+});
