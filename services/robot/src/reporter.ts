@@ -122,6 +122,11 @@ export class Reporter {
     return specs;
   }
 
+  /** The session as last folded here, without reading the stream (possibly behind it); undefined if not cached. */
+  cached(sessionId: string): LoadedSession | undefined {
+    return this.options.handler.peek(sessionId);
+  }
+
   /** Takes the session over with the next epoch; a closed or cancelled session is not claimed. */
   async claim(session: { sessionId: string; tenantId: string }, signal?: AbortSignal): Promise<ClaimOutcome> {
     const { robotId } = this.options;
@@ -156,8 +161,13 @@ export class Reporter {
   }
 
   /** Records that this robot starts the step's attempt. */
-  async startStep(owner: Ownership, stepId: string, attempt: number, signal?: AbortSignal): Promise<void> {
-    await this.report(
+  async startStep(
+    owner: Ownership,
+    stepId: string,
+    attempt: number,
+    signal?: AbortSignal,
+  ): Promise<StepState | undefined> {
+    const result = await this.report(
       owner,
       {
         type: 'StartStep',
@@ -170,6 +180,7 @@ export class Reporter {
       },
       signal,
     );
+    return result.state.status === 'none' ? undefined : result.state.steps[stepId];
   }
 
   /** Records the step's result. */
@@ -283,9 +294,13 @@ export class Reporter {
   }
 
   /** Sends an owner's report; STALE_EPOCH becomes SessionLostError, other refusals stay CommandRejectedError. */
-  private async report(owner: Ownership, command: SessionCommand, signal?: AbortSignal): Promise<void> {
+  private async report(
+    owner: Ownership,
+    command: SessionCommand,
+    signal?: AbortSignal,
+  ): Promise<CommandResult> {
     try {
-      await this.send(command, signal);
+      return await this.send(command, signal);
     } catch (error) {
       if (error instanceof CommandRejectedError && error.code === 'STALE_EPOCH')
         throw new SessionLostError(owner.sessionId, error.message);

@@ -297,7 +297,10 @@ export class SessionRunner {
     const signal = this.abortController.signal;
     const { stepId, step } = work;
     const log = this.logger.child({ stepId, action: step.action });
-    const loaded = await reporter.load(this.owner.sessionId, signal);
+    // A first delivery cannot have a result yet, so the cached fold will do (StartStep below proves it current); a
+    // redelivery reads the stream, because only a result there proves that the step ran.
+    const cached = msg.info.deliveryCount === 1 ? reporter.cached(this.owner.sessionId) : undefined;
+    const loaded = cached ?? (await reporter.load(this.owner.sessionId, signal));
     // Checked before any ack: a robot that lost the session (frozen past its ack wait) must not ack its successor's work.
     const session = this.assertOwner(loaded.state);
     if (isTerminal(session)) {
@@ -318,7 +321,13 @@ export class SessionRunner {
     if (!page || page.isClosed() || !this.deps.browser.connected)
       throw new BrowserUnavailableError('the session page is gone');
     const attempt = msg.info.deliveryCount;
-    await reporter.startStep(this.owner, stepId, attempt, signal);
+    const current = await reporter.startStep(this.owner, stepId, attempt, signal);
+    if (current && (current.status === 'succeeded' || current.status === 'failed')) {
+      log.debug({ status: current.status }, 'step already has a result: acked without running');
+      msg.ack();
+      metrics.stepHandled(step.action, 'skipped');
+      return;
+    }
     log.info({ attempt }, 'step started');
     const started = clock();
     const documents = watchDocuments(page);

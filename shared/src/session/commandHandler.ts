@@ -84,8 +84,9 @@ interface CacheEntry extends LoadedSession {
 const EMPTY: LoadedSession = { state: initialState(), version: -1, position: 0 };
 
 /**
- * Loads a session, decides, and appends with the version it read. Folded state is cached by version, so a command
- * reads only the events appended since (another writer's); a conflict refreshes and decides again. With a snapshot
+ * Loads a session, decides, and appends with the version it read. Folded state is cached by version: a command
+ * decides on the cache and appends with its version, reading the stream only on a conflict (another writer's events)
+ * or to confirm a refusal; a conflict refreshes and decides again. With a snapshot
  * store, a session not in the cache starts from its snapshot, and every `snapshotEvery` events a new snapshot is
  * written in the background: loading a session then costs the events since its snapshot, not its whole stream.
  */
@@ -123,12 +124,27 @@ export class SessionCommandHandler {
     return loaded;
   }
 
+  /**
+   * The session as this handler last folded it, without reading the stream: possibly behind what others appended
+   * since, never ahead of the stream. Undefined when it is not cached.
+   */
+  peek(sessionId: string): LoadedSession | undefined {
+    const entry = this.cache.get(sessionStreamId(sessionId));
+    return entry && { state: entry.state, version: entry.version, position: entry.position };
+  }
+
   /** Decides the command against the current state and appends its events; throws CommandRejectedError when refused. */
   async handle(command: SessionCommand): Promise<CommandResult> {
     const streamId = sessionStreamId(command.sessionId);
     for (let attempt = 1; attempt <= this.maxAttempts; attempt++) {
-      const loaded = await this.load(command.sessionId);
-      const decision = decide(command, loaded.state);
+      // First try: decide on the cached fold without reading; the append's expected version proves it current, and
+      // a conflict reads what others appended. A refusal or a no-op proves nothing, so it is confirmed on a fresh read.
+      let loaded: LoadedSession | undefined = attempt === 1 ? this.cache.get(streamId) : undefined;
+      let decision = loaded ? decide(command, loaded.state) : undefined;
+      if (!loaded || !decision || !decision.ok || decision.events.length === 0) {
+        loaded = await this.load(command.sessionId);
+        decision = decide(command, loaded.state);
+      }
       if (!decision.ok) throw new CommandRejectedError(decision.rejection);
       if (decision.events.length === 0) return { ...loaded, events: [] };
       const tenantId = loaded.state.status === 'none' ? command.tenantId : loaded.state.tenantId;

@@ -145,7 +145,7 @@ describe('SessionCommandHandler', () => {
     expect(await handler.load('nobody')).toEqual({ state: { status: 'none' }, version: -1, position: 0 });
   });
 
-  it('keeps folded state by version and reads only the events appended since', async () => {
+  it('decides on the cached fold, and reads only the events appended since when another writer moved on', async () => {
     const { handler, other, store, seqs } = setup();
     await handler.handle(open());
     await handler.handle(submit(['a', 'b']));
@@ -155,8 +155,14 @@ describe('SessionCommandHandler', () => {
 
     expect(store.reads.map(({ fromRevision, returned }) => [fromRevision, returned])).toEqual([
       [0, 0], // open: nothing there yet
-      [1, 0], // submit a,b: the cached open at revision 0 is current
-      [3, 1], // submit d: only the other writer's event c is read
+      // submit a,b: no read at all; the cached open at revision 0 is proven current by the append
+      [3, 1], // submit d: the cached append conflicts, and only the other writer's event c is read
+    ]);
+    expect(store.appends.map((a) => [a.expectedVersion, a.outcome])).toEqual([
+      ['no_stream', 'ok'],
+      [0, 'ok'],
+      [2, 'WRONG_EXPECTED_VERSION'],
+      [3, 'ok'],
     ]);
     expect(result.version).toBe(4);
     expect(await seqs()).toEqual([1, 2, 3, 4]);
