@@ -1,5 +1,6 @@
 import { KvWatchInclude, type KV, type KvWatchEntry } from '@nats-io/kv';
 import type { Logger } from '@rpa/shared';
+import type { z } from 'zod';
 
 /** What a watch hands over: new values, and keys that are gone. */
 export interface BucketWatchHandler {
@@ -251,6 +252,37 @@ export abstract class WatchedIndex {
   /** True while a watch is open on the bucket. */
   isWatching(): boolean {
     return this.watch.isWatching();
+  }
+
+  /** Values skipped because they failed their schema. */
+  protected skipped = 0;
+
+  /**
+   * Parses a value with its schema; a value that is not JSON or fails the schema is counted, logged with the paths
+   * and messages only (a value may hold data that has no place in a log line) and skipped.
+   */
+  protected parseEntry<S extends z.ZodType>(schema: S, entry: KvWatchEntry, what: string): z.infer<S> | null {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(entry.string());
+    } catch {
+      this.skip(entry, [{ path: '(root)', message: 'not JSON' }], what);
+      return null;
+    }
+    const parsed = schema.safeParse(raw);
+    if (parsed.success) return parsed.data;
+    this.skip(
+      entry,
+      parsed.error.issues.map((i) => ({ path: i.path.join('.') || '(root)', message: i.message })),
+      what,
+    );
+    return null;
+  }
+
+  /** Counts and logs a value that cannot be used. */
+  protected skip(entry: KvWatchEntry, issues: Array<{ path: string; message: string }>, what: string): void {
+    this.skipped++;
+    this.logger.warn({ key: entry.key, revision: entry.revision, issues }, `skipping an invalid ${what}`);
   }
 
   /** How many watches have been opened (re-watches after failures included). */

@@ -37,7 +37,6 @@ export class RobotIndex extends WatchedIndex {
   private readonly retentionMs: number;
   private readonly maxRobots: number;
   private readonly robots = new Map<string, KnownRobot>();
-  private skipped = 0;
 
   constructor(options: RobotIndexOptions) {
     super('robots', options);
@@ -94,40 +93,23 @@ export class RobotIndex extends WatchedIndex {
   }
 
   private parse(entry: KvWatchEntry): RobotHeartbeat | null {
-    let raw: unknown;
-    try {
-      raw = JSON.parse(entry.string());
-    } catch {
-      this.skip(entry, [{ path: '(root)', message: 'not JSON' }]);
-      return null;
-    }
-    const parsed = RobotHeartbeat.safeParse(raw);
-    if (!parsed.success) {
-      this.skip(
-        entry,
-        parsed.error.issues.map((i) => ({ path: i.path.join('.') || '(root)', message: i.message })),
-      );
-      return null;
-    }
+    const parsed = this.parseEntry(RobotHeartbeat, entry, 'robot heartbeat');
+    if (!parsed) return null;
     // Freshness is computed from `at`: a beat whose time cannot be read could never be judged.
-    if (!Number.isFinite(Date.parse(parsed.data.at))) {
-      this.skip(entry, [{ path: 'at', message: 'not a date-time' }]);
+    if (!Number.isFinite(Date.parse(parsed.at))) {
+      this.skip(entry, [{ path: 'at', message: 'not a date-time' }], 'robot heartbeat');
       return null;
     }
     // One key per robot: a beat filed under another robot's key would shadow that robot.
-    if (entry.key !== parsed.data.robotId) {
-      this.skip(entry, [{ path: '(key)', message: 'key does not match the robotId inside' }]);
+    if (entry.key !== parsed.robotId) {
+      this.skip(
+        entry,
+        [{ path: '(key)', message: 'key does not match the robotId inside' }],
+        'robot heartbeat',
+      );
       return null;
     }
-    return parsed.data;
-  }
-
-  private skip(entry: KvWatchEntry, issues: Array<{ path: string; message: string }>): void {
-    this.skipped++;
-    this.logger.warn(
-      { key: entry.key, revision: entry.revision, issues },
-      'skipping an invalid robot heartbeat',
-    );
+    return parsed;
   }
 
   /** Forgets robots not heard of for longer than the retention period; returns the time it judged by. */

@@ -31,7 +31,6 @@ export class SessionIndex extends WatchedIndex {
   /** Which document each key holds, so that a delete (which carries no value) can be applied. */
   private readonly located = new Map<string, Located>();
   private readonly listeners = new Set<SessionChangeListener>();
-  private skipped = 0;
 
   constructor(options: SessionIndexOptions) {
     super('sessions', options);
@@ -104,36 +103,18 @@ export class SessionIndex extends WatchedIndex {
   }
 
   private parse(entry: KvWatchEntry): SessionDocument | null {
-    let raw: unknown;
-    try {
-      raw = JSON.parse(entry.string());
-    } catch {
-      this.skip(entry, [{ path: '(root)', message: 'not JSON' }]);
-      return null;
-    }
-    const parsed = SessionDocument.safeParse(raw);
-    if (!parsed.success) {
+    const parsed = this.parseEntry(SessionDocument, entry, 'session document');
+    if (!parsed) return null;
+    // The key is the tenant boundary: a document filed under another tenant's key must not be served to either.
+    if (entry.key !== `${parsed.tenantId}.${parsed.sessionId}`) {
       this.skip(
         entry,
-        parsed.error.issues.map((i) => ({ path: i.path.join('.') || '(root)', message: i.message })),
+        [{ path: '(key)', message: 'key does not match the tenantId and sessionId inside' }],
+        'session document',
       );
       return null;
     }
-    // The key is the tenant boundary: a document filed under another tenant's key must not be served to either.
-    if (entry.key !== `${parsed.data.tenantId}.${parsed.data.sessionId}`) {
-      this.skip(entry, [{ path: '(key)', message: 'key does not match the tenantId and sessionId inside' }]);
-      return null;
-    }
-    return parsed.data;
-  }
-
-  private skip(entry: KvWatchEntry, issues: Array<{ path: string; message: string }>): void {
-    this.skipped++;
-    // Paths and messages only: a value might hold data that has no place in a log line.
-    this.logger.warn(
-      { key: entry.key, revision: entry.revision, issues },
-      'skipping an invalid session document',
-    );
+    return parsed;
   }
 
   private removeKey(key: string): void {
