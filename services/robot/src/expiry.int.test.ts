@@ -30,6 +30,8 @@ const TENANT = 'tenant-x';
 const ACTOR = { kind: 'api-key' as const, id: 'test-key' };
 const ACK_WAIT_MS = 5_000;
 const IDLE_TIMEOUT_MS = 1_500;
+// Well past when the idle session expires, so that each test sees only the limit it is about.
+const MAX_SESSION_DURATION_MS = 8_000;
 
 describe('a session idle past its idle timeout', () => {
   let server: NatsServerHandle;
@@ -66,6 +68,7 @@ describe('a session idle past its idle timeout', () => {
       pullExpiresMs: 1_000,
       retryDelayMs: 500,
       heartbeatIntervalMs: 200,
+      maxSessionDurationMs: MAX_SESSION_DURATION_MS,
     });
     await robot.start();
   });
@@ -102,13 +105,13 @@ describe('a session idle past its idle timeout', () => {
     }
   }
 
-  it('is expired by its owner: context closed, step consumer removed, and no further steps accepted', async () => {
-    const sessionId = `s-${randomUUID()}`;
+  /** Opens a session with one navigate step and publishes its work, as the dispatcher would. */
+  async function openWithOneStep(sessionId: string, idleTimeoutMs: number | null): Promise<void> {
     const opened = await handler.handle({
       ...command('OpenSession', sessionId),
       labels: {},
       browser: {},
-      idleTimeoutMs: IDLE_TIMEOUT_MS,
+      idleTimeoutMs,
     });
     await js.publish(
       topology.assignSubject,
@@ -133,6 +136,11 @@ describe('a session idle past its idle timeout', () => {
       });
       await js.publish(topology.stepsSubject(sessionId), body, { msgID: eventId });
     }
+  }
+
+  it('is expired by its owner: context closed, step consumer removed, and no further steps accepted', async () => {
+    const sessionId = `s-${randomUUID()}`;
+    await openWithOneStep(sessionId, IDLE_TIMEOUT_MS);
 
     const all = await waitFor(
       async () => {
@@ -170,5 +178,30 @@ describe('a session idle past its idle timeout', () => {
       );
     expect(refused).toBeInstanceOf(CommandRejectedError);
     expect((refused as CommandRejectedError).code).toBe('ILLEGAL_TRANSITION');
+  });
+
+  it('is expired past the maximum session duration even without an idle timeout', async () => {
+    const sessionId = `s-${randomUUID()}`;
+    await openWithOneStep(sessionId, null);
+
+    const all = await waitFor(
+      async () => {
+        const recorded = await events(sessionId);
+        return recorded.some((r) => r.event.type === 'SessionExpired') ? recorded : null;
+      },
+      { timeoutMs: 30_000, description: `SessionExpired in ${sessionId}` },
+    );
+    const types = all.map((r) => r.event.type);
+    expect(types.filter((t) => t === 'StepSucceeded')).toHaveLength(1);
+    expect(all.find((r) => r.event.type === 'SessionExpired')!.event).toMatchObject({
+      type: 'SessionExpired',
+      data: { reason: 'max_duration', robotId: 'robot-expiry' },
+    });
+    await waitFor(async () => (robot!.sessionsHeld() === 0 ? true : null), {
+      timeoutMs: 10_000,
+      description: 'the robot releases the session',
+    });
+    expect(robot!.openContexts()).toBe(0);
+    expect(await stepConsumerGone(sessionId)).toBe(true);
   });
 });
