@@ -2,27 +2,21 @@ import { randomUUID } from 'node:crypto';
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  AssignmentMessage,
   CommandRejectedError,
   connectNats,
-  decodeSessionEvent,
-  encodeMessage,
   ensureWorkTopology,
   isNotFound,
   openEventStore,
   Registry,
   SessionCommandHandler,
-  sessionStreamId,
-  SessionWorkMessage,
   silentLogger,
   Topology,
   type EventStore,
   type NatsConnection,
-  type RecordedSessionEvent,
-  type SessionCommand,
 } from '@rpa/shared';
 import { startNatsServer, uniquePrefix, waitFor, type NatsServerHandle } from '@rpa/shared/testing';
 import { startTestSite, type TestSite } from '../test/testSite.js';
+import { WorkDriver } from '../test/workDriver.js';
 import { resolveChromiumPath } from './browser.js';
 import { createRobot, type Robot } from './robot.js';
 
@@ -43,6 +37,7 @@ describe('a session idle past its idle timeout', () => {
   let topology: Topology;
   let site: TestSite;
   let robot: Robot | null = null;
+  let driver: WorkDriver;
 
   beforeAll(async () => {
     server = await startNatsServer();
@@ -52,6 +47,7 @@ describe('a session idle past its idle timeout', () => {
     topology = new Topology(uniquePrefix());
     store = await openEventStore({ EVENT_STORE: 'jetstream' }, { nc, topology, logger: silentLogger });
     handler = new SessionCommandHandler({ store });
+    driver = new WorkDriver({ js, topology, store, handler, tenantId: TENANT, actor: ACTOR });
     await ensureWorkTopology(nc, topology, { ackWaitMs: ACK_WAIT_MS, stepMaxDeliver: 5 });
     site = await startTestSite();
     robot = createRobot({
@@ -80,21 +76,6 @@ describe('a session idle past its idle timeout', () => {
     await server?.stop();
   });
 
-  // The dispatcher's part, done by hand: append through the command handler, publish the work each event carries.
-  const command = <T extends SessionCommand['type']>(type: T, sessionId: string) => ({
-    type,
-    commandId: randomUUID(),
-    sessionId,
-    tenantId: TENANT,
-    at: new Date().toISOString(),
-    actor: ACTOR,
-  });
-
-  async function events(sessionId: string): Promise<RecordedSessionEvent[]> {
-    const recorded = await store.readStream(sessionStreamId(sessionId));
-    return recorded.map((r) => decodeSessionEvent(r)).filter((r): r is RecordedSessionEvent => r !== null);
-  }
-
   async function stepConsumerGone(sessionId: string): Promise<boolean> {
     try {
       await jsm.consumers.info(topology.workStream, topology.stepsConsumer(sessionId));
@@ -108,34 +89,15 @@ describe('a session idle past its idle timeout', () => {
   /** Opens a session with one navigate step and publishes its work, as the dispatcher would. */
   async function openWithOneStep(sessionId: string, idleTimeoutMs: number | null): Promise<void> {
     const opened = await handler.handle({
-      ...command('OpenSession', sessionId),
+      ...driver.command('OpenSession', sessionId),
       labels: {},
       browser: {},
       idleTimeoutMs,
     });
-    await js.publish(
-      topology.assignSubject,
-      encodeMessage(AssignmentMessage, { v: 1, sessionId, tenantId: TENANT, reason: 'opened' }),
-      { msgID: opened.events[0]!.eventId },
-    );
-    const submitted = await handler.handle({
-      ...command('SubmitSteps', sessionId),
-      steps: [{ stepId: 'open', step: { action: 'navigate', url: `${site.url}/app` } }],
-    });
-    for (const { event, eventId } of submitted.events) {
-      if (event.type !== 'StepSubmitted') continue;
-      const { stepId, seq, step } = event.data;
-      const body = encodeMessage(SessionWorkMessage, {
-        v: 1,
-        kind: 'step',
-        sessionId,
-        tenantId: TENANT,
-        stepId,
-        seq,
-        step,
-      });
-      await js.publish(topology.stepsSubject(sessionId), body, { msgID: eventId });
-    }
+    await driver.publishAssignment(sessionId, opened.events[0]!.eventId);
+    await driver.submit(sessionId, [
+      { stepId: 'open', step: { action: 'navigate', url: `${site.url}/app` } },
+    ]);
   }
 
   it('is expired by its owner: context closed, step consumer removed, and no further steps accepted', async () => {
@@ -144,7 +106,7 @@ describe('a session idle past its idle timeout', () => {
 
     const all = await waitFor(
       async () => {
-        const recorded = await events(sessionId);
+        const recorded = await driver.events(sessionId);
         return recorded.some((r) => r.event.type === 'SessionExpired') ? recorded : null;
       },
       { timeoutMs: 30_000, description: `SessionExpired in ${sessionId}` },
@@ -169,7 +131,7 @@ describe('a session idle past its idle timeout', () => {
 
     const refused = await handler
       .handle({
-        ...command('SubmitSteps', sessionId),
+        ...driver.command('SubmitSteps', sessionId),
         steps: [{ stepId: 'late', step: { action: 'navigate', url: `${site.url}/app` } }],
       })
       .then(
@@ -186,7 +148,7 @@ describe('a session idle past its idle timeout', () => {
 
     const all = await waitFor(
       async () => {
-        const recorded = await events(sessionId);
+        const recorded = await driver.events(sessionId);
         return recorded.some((r) => r.event.type === 'SessionExpired') ? recorded : null;
       },
       { timeoutMs: 30_000, description: `SessionExpired in ${sessionId}` },

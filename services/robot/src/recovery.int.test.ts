@@ -5,19 +5,14 @@ import { Kvm } from '@nats-io/kv';
 import { Objm } from '@nats-io/obj';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  AssignmentMessage,
   connectNats,
   createLogger,
-  decodeSessionEvent,
-  encodeMessage,
   ensureWorkTopology,
   isNotFound,
   openEventStore,
   Registry,
   RobotHeartbeat,
   SessionCommandHandler,
-  sessionStreamId,
-  SessionWorkMessage,
   silentLogger,
   Topology,
   type EventStore,
@@ -29,6 +24,7 @@ import {
 } from '@rpa/shared';
 import { startNatsServer, uniquePrefix, waitFor, type NatsServerHandle } from '@rpa/shared/testing';
 import { APP_COOKIE, startTestSite, type TestSite } from '../test/testSite.js';
+import { WorkDriver } from '../test/workDriver.js';
 import { resolveChromiumPath } from './browser.js';
 import { NatsRestorePointStore, RESTORE_POINT_MAX_AGE_MS } from './restorePoints.js';
 import { createRobot, type Robot } from './robot.js';
@@ -52,6 +48,7 @@ describe('recovery of sessions taken over from another robot', () => {
   let site: TestSite;
   let restorePoints: NatsRestorePointStore;
   const robots: Robot[] = [];
+  let driver: WorkDriver;
   const logLines: string[] = [];
 
   beforeAll(async () => {
@@ -62,6 +59,7 @@ describe('recovery of sessions taken over from another robot', () => {
     topology = new Topology(uniquePrefix());
     store = await openEventStore({ EVENT_STORE: 'jetstream' }, { nc, topology, logger: silentLogger });
     handler = new SessionCommandHandler({ store });
+    driver = new WorkDriver({ js, topology, store, handler, tenantId: TENANT, actor: ACTOR });
     await ensureWorkTopology(nc, topology, { ackWaitMs: ACK_WAIT_MS, stepMaxDeliver: 5 });
     restorePoints = await NatsRestorePointStore.open(nc, topology, { readTimeoutMs: 2_000 });
     site = await startTestSite();
@@ -103,65 +101,22 @@ describe('recovery of sessions taken over from another robot', () => {
     return robot;
   }
 
-  // The dispatcher's part, done by hand: append through the command handler, publish the work each event carries.
-  const command = <T extends SessionCommand['type']>(type: T, sessionId: string) => ({
-    type,
-    commandId: randomUUID(),
-    sessionId,
-    tenantId: TENANT,
-    at: new Date().toISOString(),
-    actor: ACTOR,
-  });
-
-  async function publishAssignment(sessionId: string, reason: AssignmentMessage['reason'], msgID: string) {
-    const body = encodeMessage(AssignmentMessage, { v: 1, sessionId, tenantId: TENANT, reason });
-    await js.publish(topology.assignSubject, body, { msgID });
-  }
-
   async function openSession(): Promise<string> {
     const sessionId = `s-${randomUUID()}`;
     const result = await handler.handle({
-      ...command('OpenSession', sessionId),
+      ...driver.command('OpenSession', sessionId),
       labels: {},
       browser: { viewport: { width: 1024, height: 700 }, locale: 'en-US' },
       idleTimeoutMs: null,
     });
-    await publishAssignment(sessionId, 'opened', result.events[0]!.eventId);
+    await driver.publishAssignment(sessionId, result.events[0]!.eventId);
     return sessionId;
   }
 
-  async function submit(sessionId: string, steps: Step[]): Promise<void> {
-    const result = await handler.handle({ ...command('SubmitSteps', sessionId), steps });
-    for (const { event, eventId } of result.events) {
-      if (event.type !== 'StepSubmitted') continue;
-      const { stepId, seq, step } = event.data;
-      await publishStep(sessionId, stepId, seq, step, eventId);
-    }
-  }
-
-  /** A step message as the dispatcher would publish it (here also for a step the stream never saw). */
-  async function publishStep(sessionId: string, stepId: string, seq: number, step: StepSpec, msgID: string) {
-    const body = encodeMessage(SessionWorkMessage, {
-      v: 1,
-      kind: 'step',
-      sessionId,
-      tenantId: TENANT,
-      stepId,
-      seq,
-      step,
-    });
-    await js.publish(topology.stepsSubject(sessionId), body, { msgID });
-  }
-
-  async function publishClose(sessionId: string, msgID: string): Promise<void> {
-    const body = encodeMessage(SessionWorkMessage, { v: 1, kind: 'close', sessionId, tenantId: TENANT });
-    await js.publish(topology.stepsSubject(sessionId), body, { msgID });
-  }
-
-  async function events(sessionId: string): Promise<RecordedSessionEvent[]> {
-    const recorded = await store.readStream(sessionStreamId(sessionId));
-    return recorded.map((r) => decodeSessionEvent(r)).filter((r): r is RecordedSessionEvent => r !== null);
-  }
+  const submit = (sessionId: string, steps: Step[]) => driver.submit(sessionId, steps);
+  const events = (sessionId: string) => driver.events(sessionId);
+  const command = <T extends SessionCommand['type']>(type: T, sessionId: string) =>
+    driver.command(type, sessionId);
 
   /** Waits for an event of the type (and matching `where`) in the session's stream; resolves with all events. */
   async function waitForEvent<T extends SessionEvent['type']>(
@@ -296,7 +251,7 @@ describe('recovery of sessions taken over from another robot', () => {
     expect(succeeded.filter((d) => d.robotId === 'robot-b').map((d) => d.stepId)).toEqual(['items', 'count']);
 
     const closeResult = await handler.handle({ ...command('RequestClose', sessionId), reason: null });
-    await publishClose(sessionId, closeResult.events[0]!.eventId);
+    await driver.publishClose(sessionId, closeResult.events[0]!.eventId);
     const closed = await waitForEvent(sessionId, 'SessionClosed');
     expect(closed.data).toEqual({ robotId: 'robot-b', epoch: 2 });
     await waitFor(() => restorePointGone(topology.restorePointKey(sessionId, 4, 1)), {
@@ -351,7 +306,7 @@ describe('recovery of sessions taken over from another robot', () => {
   it('recovers a resumed session without the step the operator said to skip, then finishes it', async () => {
     const sessionId = parkedToResume;
     const resumed = await handler.handle(command('ResumeSession', sessionId));
-    await publishAssignment(sessionId, 'resumed', resumed.events[0]!.eventId);
+    await driver.publishAssignment(sessionId, resumed.events[0]!.eventId, { reason: 'resumed' });
     const recovered = await waitForEvent(sessionId, 'SessionRecovered');
     expect(recovered.data).toMatchObject({
       fromCheckpoint: { afterStepSeq: 1, stateKey: topology.restorePointKey(sessionId, 1, 1) },
@@ -384,7 +339,7 @@ describe('recovery of sessions taken over from another robot', () => {
     // The skipped step's effect is not applied again: the restore point is from before it.
     expect(outputOf(after.all, 'items')).toEqual({ kind: 'text', text: '0' });
     const closeResult = await handler.handle({ ...command('RequestClose', sessionId), reason: null });
-    await publishClose(sessionId, closeResult.events[0]!.eventId);
+    await driver.publishClose(sessionId, closeResult.events[0]!.eventId);
     expect((await waitForEvent(sessionId, 'SessionClosed')).data).toEqual({ robotId: 'robot-c', epoch: 2 });
   });
 
@@ -395,8 +350,8 @@ describe('recovery of sessions taken over from another robot', () => {
     ).resolves.toBeTruthy();
     const cancelled = await handler.handle({ ...command('CancelSession', sessionId), reason: 'operator' });
     const eventId = cancelled.events[0]!.eventId;
-    await publishClose(sessionId, eventId);
-    await publishAssignment(sessionId, 'cancelled', `${eventId}.assign`);
+    await driver.publishClose(sessionId, eventId);
+    await driver.publishAssignment(sessionId, `${eventId}.assign`, { reason: 'cancelled' });
     await waitFor(
       () =>
         jsm.consumers
@@ -431,9 +386,13 @@ describe('recovery of sessions taken over from another robot', () => {
     const cancelled = await handler.handle({ ...command('CancelSession', sessionId), reason: null });
     const eventId = cancelled.events[0]!.eventId;
     // A step that slipped in before the cancel reached the robot is acked without running.
-    await publishStep(sessionId, 'late', 99, { action: 'click', selector: '#add' }, randomUUID());
-    await publishClose(sessionId, eventId);
-    await publishAssignment(sessionId, 'cancelled', `${eventId}.assign`);
+    await driver.publishStep(
+      sessionId,
+      { stepId: 'late', seq: 99, step: { action: 'click', selector: '#add' } },
+      randomUUID(),
+    );
+    await driver.publishClose(sessionId, eventId);
+    await driver.publishAssignment(sessionId, `${eventId}.assign`, { reason: 'cancelled' });
     await waitFor(
       async () =>
         robotC.sessionsHeld() === 0 &&

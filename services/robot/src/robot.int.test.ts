@@ -3,17 +3,12 @@ import { Writable } from 'node:stream';
 import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  AssignmentMessage,
   connectNats,
   createLogger,
-  decodeSessionEvent,
-  encodeMessage,
   ensureWorkTopology,
   openEventStore,
   Registry,
   SessionCommandHandler,
-  sessionStreamId,
-  SessionWorkMessage,
   silentLogger,
   Topology,
   type EventStore,
@@ -24,6 +19,7 @@ import {
 } from '@rpa/shared';
 import { startNatsServer, uniquePrefix, waitFor, type NatsServerHandle } from '@rpa/shared/testing';
 import { startTestSite, TABLE_HEADERS, TABLE_ROWS, type TestSite } from '../test/testSite.js';
+import { WorkDriver } from '../test/workDriver.js';
 import { resolveChromiumPath } from './browser.js';
 import { createRobot, type Robot } from './robot.js';
 
@@ -38,6 +34,7 @@ describe('robot on real NATS, the JetStream event store and Chromium', () => {
   let js: JetStreamClient;
   let store: EventStore;
   let handler: SessionCommandHandler;
+  let driver: WorkDriver;
   let topology: Topology;
   let site: TestSite;
   let robot: Robot;
@@ -52,6 +49,7 @@ describe('robot on real NATS, the JetStream event store and Chromium', () => {
     topology = new Topology(uniquePrefix());
     store = await openEventStore({ EVENT_STORE: 'jetstream' }, { nc, topology, logger: silentLogger });
     handler = new SessionCommandHandler({ store });
+    driver = new WorkDriver({ js, topology, store, handler, tenantId: TENANT, actor: ACTOR });
     await ensureWorkTopology(nc, topology, { ackWaitMs: ACK_WAIT_MS, stepMaxDeliver: 5 });
     site = await startTestSite();
     robot = newRobot('robot-test-1');
@@ -89,75 +87,30 @@ describe('robot on real NATS, the JetStream event store and Chromium', () => {
     });
   }
 
-  // The dispatcher's part, done by hand: append through the command handler, publish the work each event carries.
-  const command = <T extends SessionCommand['type']>(type: T, sessionId: string) => ({
-    type,
-    commandId: randomUUID(),
-    sessionId,
-    tenantId: TENANT,
-    at: new Date().toISOString(),
-    actor: ACTOR,
-  });
+  const BROWSER = { viewport: { width: 1024, height: 700 }, locale: 'en-US' };
+  const command = <T extends SessionCommand['type']>(type: T, sessionId: string) =>
+    driver.command(type, sessionId);
+  const events = (sessionId: string) => driver.events(sessionId);
+  const submit = (sessionId: string, steps: Array<{ stepId: string; step: StepSpec }>) =>
+    driver.submit(sessionId, steps);
+  // The assignment as the dispatcher publishes it for SessionOpened, with the session's options.
+  const publishAssignment = (sessionId: string, msgID: string, openedAt: string) =>
+    driver.publishAssignment(sessionId, msgID, { labels: { suite: 'robot' }, browser: BROWSER, openedAt });
 
   async function openSession(sessionId: string): Promise<void> {
     const result = await handler.handle({
       ...command('OpenSession', sessionId),
       labels: { suite: 'robot' },
-      browser: { viewport: { width: 1024, height: 700 }, locale: 'en-US' },
+      browser: BROWSER,
       idleTimeoutMs: null,
     });
     const opened = result.events[0]!;
     await publishAssignment(sessionId, opened.eventId, opened.metadata.occurredAt);
   }
 
-  async function publishAssignment(sessionId: string, msgID: string, openedAt: string): Promise<void> {
-    const body = encodeMessage(AssignmentMessage, {
-      v: 1,
-      sessionId,
-      tenantId: TENANT,
-      labels: { suite: 'robot' },
-      browser: { viewport: { width: 1024, height: 700 }, locale: 'en-US' },
-      openedAt,
-    });
-    await js.publish(topology.assignSubject, body, { msgID });
-  }
-
-  async function submit(sessionId: string, steps: Array<{ stepId: string; step: StepSpec }>): Promise<void> {
-    const result = await handler.handle({ ...command('SubmitSteps', sessionId), steps });
-    for (const recorded of result.events) {
-      if (recorded.event.type !== 'StepSubmitted') continue;
-      await publishStep(sessionId, recorded, recorded.eventId);
-    }
-  }
-
-  async function publishStep(
-    sessionId: string,
-    recorded: RecordedSessionEvent,
-    msgID: string,
-  ): Promise<void> {
-    if (recorded.event.type !== 'StepSubmitted') throw new TypeError('not a StepSubmitted event');
-    const { stepId, seq, step } = recorded.event.data;
-    const body = encodeMessage(SessionWorkMessage, {
-      v: 1,
-      kind: 'step',
-      sessionId,
-      tenantId: TENANT,
-      stepId,
-      seq,
-      step,
-    });
-    await js.publish(topology.stepsSubject(sessionId), body, { msgID });
-  }
-
   async function requestClose(sessionId: string): Promise<void> {
     const result = await handler.handle({ ...command('RequestClose', sessionId), reason: 'done' });
-    const body = encodeMessage(SessionWorkMessage, { v: 1, kind: 'close', sessionId, tenantId: TENANT });
-    await js.publish(topology.stepsSubject(sessionId), body, { msgID: result.events[0]!.eventId });
-  }
-
-  async function events(sessionId: string): Promise<RecordedSessionEvent[]> {
-    const recorded = await store.readStream(sessionStreamId(sessionId));
-    return recorded.map((r) => decodeSessionEvent(r)).filter((r): r is RecordedSessionEvent => r !== null);
+    await driver.publishClose(sessionId, result.events[0]!.eventId);
   }
 
   const robotEvents = (all: RecordedSessionEvent[]) =>
@@ -230,7 +183,8 @@ describe('robot on real NATS, the JetStream event store and Chromium', () => {
     const submittedText = done.find(
       (r) => r.event.type === 'StepSubmitted' && r.event.data.stepId === 'text',
     )!;
-    await publishStep(sessionId, submittedText, randomUUID());
+    if (submittedText.event.type !== 'StepSubmitted') throw new TypeError('not a StepSubmitted event');
+    await driver.publishStep(sessionId, submittedText.event.data, randomUUID());
     await requestClose(sessionId);
 
     const closed = await waitFor(
