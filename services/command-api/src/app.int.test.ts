@@ -9,53 +9,13 @@ import {
   silentLogger,
   singleTenantAuthenticator,
   Topology,
-  WrongExpectedVersionError,
-  type AllSubscription,
-  type AppendResult,
   type EventStore,
-  type EventToAppend,
-  type ExpectedVersion,
   type NatsConnection,
-  type ReadStreamOptions,
-  type RecordedEvent,
-  type SubscribeOptions,
 } from '@rpa/shared';
 import { startNatsServer, uniquePrefix, type NatsServerHandle } from '@rpa/shared/testing';
 import { randomUUID } from 'node:crypto';
 import { buildApp } from './app.js';
-
-/** The real JetStream store, with a count of the version conflicts it reported and a hook before each append. */
-class ObservedStore implements EventStore {
-  conflicts = 0;
-  beforeAppend: (() => Promise<void>) | null = null;
-  constructor(readonly inner: EventStore) {}
-  async append(
-    streamId: string,
-    events: readonly EventToAppend[],
-    options: { expectedVersion: ExpectedVersion },
-  ): Promise<AppendResult> {
-    const hook = this.beforeAppend;
-    if (hook) await hook();
-    try {
-      return await this.inner.append(streamId, events, options);
-    } catch (error) {
-      if (error instanceof WrongExpectedVersionError) this.conflicts++;
-      throw error;
-    }
-  }
-  readStream(streamId: string, options?: ReadStreamOptions): Promise<RecordedEvent[]> {
-    return this.inner.readStream(streamId, options);
-  }
-  subscribeToAll(options: SubscribeOptions): AllSubscription {
-    return this.inner.subscribeToAll(options);
-  }
-  ping(): Promise<void> {
-    return this.inner.ping();
-  }
-  close(): Promise<void> {
-    return this.inner.close();
-  }
-}
+import { ObservedStore } from './testing/observedStore.js';
 
 let server: NatsServerHandle;
 let nc: NatsConnection;

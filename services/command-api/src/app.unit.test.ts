@@ -7,57 +7,10 @@ import {
   SessionCommandHandler,
   sessionStreamId,
   silentLogger,
-  WrongExpectedVersionError,
-  type AllSubscription,
-  type AppendResult,
   type Authenticator,
-  type EventStore,
-  type EventToAppend,
-  type ExpectedVersion,
-  type ReadStreamOptions,
-  type RecordedEvent,
-  type SubscribeOptions,
 } from '@rpa/shared';
 import { buildApp, type CommandApiLimits } from './app.js';
-
-/** Delegates to the in-memory store and counts what actually lands, so every test can assert "nothing appended". */
-class CountingStore implements EventStore {
-  appended = 0;
-  conflicts = 0;
-  beforeAppend: (() => Promise<void>) | null = null;
-  failAppend: Error | null = null;
-
-  constructor(readonly inner: InMemoryEventStore) {}
-
-  async append(
-    streamId: string,
-    events: readonly EventToAppend[],
-    options: { expectedVersion: ExpectedVersion },
-  ): Promise<AppendResult> {
-    if (this.beforeAppend) await this.beforeAppend();
-    if (this.failAppend) throw this.failAppend;
-    try {
-      const result = await this.inner.append(streamId, events, options);
-      this.appended += events.length;
-      return result;
-    } catch (error) {
-      if (error instanceof WrongExpectedVersionError) this.conflicts++;
-      throw error;
-    }
-  }
-  readStream(streamId: string, options?: ReadStreamOptions): Promise<RecordedEvent[]> {
-    return this.inner.readStream(streamId, options);
-  }
-  subscribeToAll(options: SubscribeOptions): AllSubscription {
-    return this.inner.subscribeToAll(options);
-  }
-  ping(): Promise<void> {
-    return this.inner.ping();
-  }
-  close(): Promise<void> {
-    return this.inner.close();
-  }
-}
+import { ObservedStore } from './testing/observedStore.js';
 
 /** Tests name the tenant in a header; no header means no credentials. */
 const headerTenant: Authenticator = async (request) => {
@@ -78,7 +31,7 @@ afterEach(async () => {
 
 async function setup(limits: Partial<CommandApiLimits> = {}) {
   const memory = new InMemoryEventStore(() => NOW);
-  const store = new CountingStore(memory);
+  const store = new ObservedStore(memory);
   const handler = new SessionCommandHandler({ store, maxAttempts: 3 });
   const registry = new Registry();
   app = await buildApp({

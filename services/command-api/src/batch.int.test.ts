@@ -9,47 +9,14 @@ import {
   silentLogger,
   singleTenantAuthenticator,
   Topology,
-  type AllSubscription,
-  type AppendResult,
   type EventStore,
-  type EventToAppend,
-  type ExpectedVersion,
   type NatsConnection,
-  type ReadStreamOptions,
-  type RecordedEvent,
-  type SubscribeOptions,
 } from '@rpa/shared';
 import { startNatsServer, uniquePrefix, type NatsServerHandle } from '@rpa/shared/testing';
 import { buildApp } from './app.js';
 import { MAX_BATCH_ITEMS } from './http/schemas.js';
 import { keyedBatchSessionId } from './ids.js';
-
-/** The real JetStream store, with a count of the events appended through it. */
-class CountedStore implements EventStore {
-  appended = 0;
-  constructor(readonly inner: EventStore) {}
-  async append(
-    streamId: string,
-    events: readonly EventToAppend[],
-    options: { expectedVersion: ExpectedVersion },
-  ): Promise<AppendResult> {
-    const result = await this.inner.append(streamId, events, options);
-    this.appended += events.length;
-    return result;
-  }
-  readStream(streamId: string, options?: ReadStreamOptions): Promise<RecordedEvent[]> {
-    return this.inner.readStream(streamId, options);
-  }
-  subscribeToAll(options: SubscribeOptions): AllSubscription {
-    return this.inner.subscribeToAll(options);
-  }
-  ping(): Promise<void> {
-    return this.inner.ping();
-  }
-  close(): Promise<void> {
-    return this.inner.close();
-  }
-}
+import { ObservedStore } from './testing/observedStore.js';
 
 interface ItemResult {
   index: number;
@@ -69,7 +36,7 @@ const apps: FastifyInstance[] = [];
 
 /** One command API replica over the shared store: its own handler, cache and lanes. */
 async function replica(tenant = 'acme') {
-  const counted = new CountedStore(store);
+  const counted = new ObservedStore(store);
   const app = await buildApp({
     handler: new SessionCommandHandler({ store: counted }),
     authenticator: singleTenantAuthenticator(tenant),

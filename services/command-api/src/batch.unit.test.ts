@@ -7,47 +7,11 @@ import {
   SessionCommandHandler,
   sessionStreamId,
   silentLogger,
-  type AllSubscription,
-  type AppendResult,
   type Authenticator,
-  type EventStore,
-  type EventToAppend,
-  type ExpectedVersion,
-  type ReadStreamOptions,
-  type RecordedEvent,
-  type SubscribeOptions,
 } from '@rpa/shared';
 import { buildApp, type CommandApiLimits } from './app.js';
 import { MAX_BATCH_ITEMS } from './http/schemas.js';
-
-/** The in-memory store with a count of what lands and a hook before each append. */
-class HookedStore implements EventStore {
-  appended = 0;
-  beforeAppend: ((events: readonly EventToAppend[]) => Promise<void>) | null = null;
-  constructor(readonly inner: InMemoryEventStore) {}
-  async append(
-    streamId: string,
-    events: readonly EventToAppend[],
-    options: { expectedVersion: ExpectedVersion },
-  ): Promise<AppendResult> {
-    if (this.beforeAppend) await this.beforeAppend(events);
-    const result = await this.inner.append(streamId, events, options);
-    this.appended += events.length;
-    return result;
-  }
-  readStream(streamId: string, options?: ReadStreamOptions): Promise<RecordedEvent[]> {
-    return this.inner.readStream(streamId, options);
-  }
-  subscribeToAll(options: SubscribeOptions): AllSubscription {
-    return this.inner.subscribeToAll(options);
-  }
-  ping(): Promise<void> {
-    return this.inner.ping();
-  }
-  close(): Promise<void> {
-    return this.inner.close();
-  }
-}
+import { ObservedStore } from './testing/observedStore.js';
 
 const headerTenant: Authenticator = async (request) => {
   const tenant = request.headers['x-test-tenant'];
@@ -64,7 +28,7 @@ afterEach(async () => {
 
 async function setup(limits: Partial<CommandApiLimits> = {}) {
   const memory = new InMemoryEventStore();
-  const store = new HookedStore(memory);
+  const store = new ObservedStore(memory);
   const registry = new Registry();
   app = await buildApp({
     handler: new SessionCommandHandler({ store }),
