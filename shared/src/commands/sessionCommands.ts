@@ -1,4 +1,12 @@
-import type { Actor, AttentionCode, BrowserOptions, ExpiryReason } from '../events/sessionEvents.js';
+import type {
+  Actor,
+  AttentionCode,
+  BrowserOptions,
+  ExpiryReason,
+  SessionPriority,
+  StepFailurePolicy,
+  WaitReason,
+} from '../events/sessionEvents.js';
 import type { StepError, StepOutput, StepSpec } from '../steps/stepSpec.js';
 
 /**
@@ -26,6 +34,12 @@ export interface OpenSession extends CommandBase {
   labels: Record<string, string>;
   browser: BrowserOptions;
   idleTimeoutMs: number | null;
+  /** Default normal. */
+  priority?: SessionPriority;
+  /** Default pause. */
+  onStepFailure?: StepFailurePolicy;
+  /** Robot labels the session needs; default none. */
+  requires?: Record<string, string>;
   idempotency?: Idempotency;
 }
 
@@ -40,9 +54,33 @@ export interface RequestClose extends CommandBase {
   reason: string | null;
 }
 
-/** An operator lets a session that needs attention go on, without replaying the steps it was stopped for. */
+/**
+ * An operator lets a paused session go on, or one that needs attention without replaying the steps it was stopped
+ * for.
+ */
 export interface ResumeSession extends CommandBase {
   type: 'ResumeSession';
+}
+
+/** An operator holds a session: the step in hand finishes, no further step starts until it is resumed. */
+export interface PauseSession extends CommandBase {
+  type: 'PauseSession';
+}
+
+/** An operator sends a step that failed for good back to run again; a session paused for it goes on. */
+export interface RetryStep extends CommandBase {
+  type: 'RetryStep';
+  stepId: string;
+}
+
+/**
+ * The broker gave up delivering a step (its delivery limit) and no result is in the stream: it is failed and
+ * dead-lettered as if its attempts were spent. Issued by the system, not by the owner.
+ */
+export interface DeadLetterStep extends CommandBase {
+  type: 'DeadLetterStep';
+  stepId: string;
+  deliveries: number;
 }
 
 /** An operator ends a session for good. */
@@ -102,6 +140,14 @@ export interface FlagAttention extends RobotReport {
   stepIds: string[];
 }
 
+/** The owner holds the next step without attempting it: its target is unavailable (an open circuit breaker). */
+export interface ReportWaiting extends RobotReport {
+  type: 'ReportWaiting';
+  stepId: string;
+  reason: WaitReason;
+  origin: string;
+}
+
 export interface ConfirmClose extends RobotReport {
   type: 'ConfirmClose';
 }
@@ -119,12 +165,16 @@ export type SessionCommand =
   | SubmitSteps
   | RequestClose
   | ResumeSession
+  | PauseSession
+  | RetryStep
+  | DeadLetterStep
   | CancelSession
   | ClaimSession
   | StartStep
   | CompleteStep
   | RecordRecovery
   | FlagAttention
+  | ReportWaiting
   | ConfirmClose
   | ExpireSession;
 export type SessionCommandType = SessionCommand['type'];

@@ -46,7 +46,14 @@ describe('session event codec', () => {
   it('round-trips an event through encode and decode, with its stream coordinates', () => {
     const event: SessionEvent = {
       type: 'SessionOpened',
-      data: { labels: { team: 'billing' }, browser: { locale: 'en-US' }, idleTimeoutMs: 60_000 },
+      data: {
+        labels: { team: 'billing' },
+        browser: { locale: 'en-US' },
+        idleTimeoutMs: 60_000,
+        priority: 'normal',
+        onStepFailure: 'continue',
+        requires: {},
+      },
     };
     const appended = encodeSessionEvent('0b9c7c0e-2f5d-4b9e-8f1a-7d1c2b3a4e5f', event, metadata);
     expect(appended.metadata).toMatchObject({ schemaVersion: CURRENT_SCHEMA_VERSION.SessionOpened });
@@ -129,12 +136,115 @@ describe('session event codec', () => {
         '0b9c7c0e-2f5d-4b9e-8f1a-7d1c2b3a4e5f',
         {
           type: 'SessionOpened',
-          data: { labels: {}, browser: { locale: 'not a tag!' }, idleTimeoutMs: null },
+          data: {
+            labels: {},
+            browser: { locale: 'not a tag!' },
+            idleTimeoutMs: null,
+            priority: 'normal',
+            onStepFailure: 'continue',
+            requires: {},
+          },
         },
         metadata,
       ),
     );
     expect(error.issues.map((i) => i.path)).toEqual(['browser.locale']);
     expect(error.message).toContain('browser.locale');
+  });
+
+  describe('the v1 payloads recorded before retries and failure policies', () => {
+    it('reads a v1 SessionOpened as v2: normal priority, the continue policy, no requirements', () => {
+      const v1 = { labels: { team: 'billing' }, browser: { locale: 'en-US' }, idleTimeoutMs: 60_000 };
+      const stored = recorded({
+        type: 'SessionOpened',
+        data: v1,
+        metadata: { ...metadata, schemaVersion: 1 },
+      });
+      const decoded = decodeSessionEvent(stored);
+      expect(decoded?.event).toEqual({
+        type: 'SessionOpened',
+        data: { ...v1, priority: 'normal', onStepFailure: 'continue', requires: {} },
+      });
+      expect(decoded?.metadata.schemaVersion).toBe(2);
+      expect(stored.data).toEqual(v1);
+    });
+
+    it('reads a v1 StepFailed as v2: final, no attempt due', () => {
+      const v1 = {
+        stepId: 'a',
+        seq: 1,
+        attempt: 2,
+        error: { code: 'TIMEOUT', message: 'no #go within 15s' },
+        durationMs: 15_010,
+        robotId: 'r1',
+        epoch: 1,
+      };
+      const stored = recorded({
+        type: 'StepFailed',
+        data: v1,
+        metadata: { ...metadata, commandType: 'CompleteStep', schemaVersion: 1 },
+      });
+      const decoded = decodeSessionEvent(stored);
+      expect(decoded?.event).toEqual({ type: 'StepFailed', data: { ...v1, final: true, retryInMs: null } });
+      expect(decoded?.metadata.schemaVersion).toBe(2);
+      expect(stored.data).toEqual(v1);
+    });
+
+    it('writes SessionOpened and StepFailed at v2 and reads them back as written', () => {
+      const events: SessionEvent[] = [
+        {
+          type: 'SessionOpened',
+          data: {
+            labels: {},
+            browser: {},
+            idleTimeoutMs: null,
+            priority: 'low',
+            onStepFailure: 'fail',
+            requires: { region: 'eu' },
+          },
+        },
+        {
+          type: 'StepFailed',
+          data: {
+            stepId: 'a',
+            seq: 1,
+            attempt: 1,
+            error: { code: 'NAVIGATION_FAILED', message: 'net::ERR_CONNECTION_REFUSED' },
+            durationMs: 40,
+            final: false,
+            retryInMs: 1_042,
+            robotId: 'r1',
+            epoch: 1,
+          },
+        },
+      ];
+      for (const event of events) {
+        const appended = encodeSessionEvent('0b9c7c0e-2f5d-4b9e-8f1a-7d1c2b3a4e5f', event, metadata);
+        expect(appended.metadata).toMatchObject({ schemaVersion: 2 });
+        expect(decodeSessionEvent(recorded(appended))?.event).toEqual(event);
+      }
+    });
+
+    it('refuses a v2 StepFailed without final, naming the field', () => {
+      const error = schemaError(() =>
+        decodeSessionEvent(
+          recorded({
+            type: 'StepFailed',
+            data: {
+              stepId: 'a',
+              seq: 1,
+              attempt: 1,
+              error: { code: 'TIMEOUT', message: 'x' },
+              durationMs: 1,
+              retryInMs: null,
+              robotId: 'r1',
+              epoch: 1,
+            },
+            metadata: { ...metadata, schemaVersion: 2 },
+          }),
+        ),
+      );
+      expect(error.issues.map((i) => i.path)).toEqual(['final']);
+    });
   });
 });

@@ -10,6 +10,30 @@ export type AttentionCode = z.infer<typeof AttentionCode>;
 export const ExpiryReason = z.enum(['idle', 'max_duration']);
 export type ExpiryReason = z.infer<typeof ExpiryReason>;
 
+/** Which waiting sessions robots take first. */
+export const SessionPriority = z.enum(['high', 'normal', 'low']);
+export type SessionPriority = z.infer<typeof SessionPriority>;
+
+/**
+ * What happens to a session when one of its steps fails for good (its attempts are spent, or it cannot succeed on a
+ * retry): pause it for an operator (who retries the step, resumes past it or cancels), fail the whole session, or
+ * carry on with the next step.
+ */
+export const StepFailurePolicy = z.enum(['pause', 'fail', 'continue']);
+export type StepFailurePolicy = z.infer<typeof StepFailurePolicy>;
+
+/** Why a session was paused. */
+export const PauseReason = z.enum(['operator', 'step_failed']);
+export type PauseReason = z.infer<typeof PauseReason>;
+
+/** Why a step was dead-lettered. */
+export const DeadLetterReason = z.enum(['attempts_exhausted', 'not_retryable', 'max_deliveries']);
+export type DeadLetterReason = z.infer<typeof DeadLetterReason>;
+
+/** Why a held session waits without running its next step. */
+export const WaitReason = z.enum(['ORIGIN_UNAVAILABLE']);
+export type WaitReason = z.infer<typeof WaitReason>;
+
 const RobotRef = { robotId: z.string().min(1).max(200), epoch: z.number().int().positive() };
 
 export const BrowserOptions = z.strictObject({
@@ -43,6 +67,10 @@ export const SessionEventData = {
     labels: Labels,
     browser: BrowserOptions,
     idleTimeoutMs: z.number().int().positive().nullable(),
+    priority: SessionPriority,
+    onStepFailure: StepFailurePolicy,
+    /** Robot labels the session needs: only a robot carrying every one of them (same value) takes it. */
+    requires: Labels,
   }),
   StepSubmitted: z.strictObject({ stepId: z.string(), seq: z.number().int().positive(), step: StepSpec }),
   SessionClaimed: z.strictObject({ ...RobotRef, previousRobotId: z.string().nullable() }),
@@ -60,12 +88,42 @@ export const SessionEventData = {
     durationMs: z.number().nonnegative(),
     ...RobotRef,
   }),
+  /**
+   * One attempt failed. `final`: the step is failed for good (no attempt left, or not worth retrying); otherwise the
+   * next attempt is due after `retryInMs`.
+   */
   StepFailed: z.strictObject({
     stepId: z.string(),
     seq: z.number().int().positive(),
     attempt: z.number().int().positive(),
     error: StepError,
     durationMs: z.number().nonnegative(),
+    final: z.boolean(),
+    retryInMs: z.number().int().positive().nullable(),
+    ...RobotRef,
+  }),
+  /** A step failed for good and is kept for an operator to retry; `attempts` counts those since the last retry. */
+  StepDeadLettered: z.strictObject({
+    stepId: z.string(),
+    seq: z.number().int().positive(),
+    reason: DeadLetterReason,
+    attempts: z.number().int().nonnegative(),
+    error: StepError,
+  }),
+  /** An operator sent a failed step back to run again, with a fresh budget of attempts. */
+  StepRetried: z.strictObject({ stepId: z.string(), seq: z.number().int().positive() }),
+  /** No further step starts until the session is resumed; the step in hand finishes. */
+  SessionPaused: z.strictObject({ reason: PauseReason, stepId: z.string().nullable() }),
+  /** The session failed because a step failed for good under `onStepFailure: "fail"`; no further step runs. */
+  SessionFailed: z.strictObject({ stepId: z.string(), error: StepError }),
+  /**
+   * The owner holds the session's next step without attempting it: its target's circuit breaker is open. The
+   * wait ends by itself with the next StepStarted, once a probe may go through.
+   */
+  SessionWaiting: z.strictObject({
+    reason: WaitReason,
+    origin: z.string().max(2_000),
+    stepId: z.string(),
     ...RobotRef,
   }),
   /**
@@ -96,7 +154,10 @@ export const SessionEventData = {
     stepIds: z.array(z.string()).max(10_000),
     ...RobotRef,
   }),
-  /** An operator let the session go on; recovery will not replay the steps in `skipReplay`. */
+  /**
+   * An operator let a session that needed attention or was paused go on; recovery will not replay the steps in
+   * `skipReplay`.
+   */
   SessionResumed: z.strictObject({ skipReplay: z.array(z.string()).max(10_000) }),
   /** An operator ended the session for good; no further step runs. */
   SessionCancelled: z.strictObject({ reason: z.string().max(500).nullable() }),
@@ -118,12 +179,17 @@ export const SESSION_EVENT_TYPES = Object.keys(SessionEventData) as SessionEvent
 
 /** Current schema version of each event type's payload. */
 export const CURRENT_SCHEMA_VERSION: Record<SessionEventType, number> = {
-  SessionOpened: 1,
+  SessionOpened: 2,
   StepSubmitted: 1,
   SessionClaimed: 1,
   StepStarted: 1,
   StepSucceeded: 1,
-  StepFailed: 1,
+  StepFailed: 2,
+  StepDeadLettered: 1,
+  StepRetried: 1,
+  SessionPaused: 1,
+  SessionFailed: 1,
+  SessionWaiting: 1,
   SessionCheckpointed: 1,
   SessionRecovered: 1,
   SessionNeedsAttention: 1,
@@ -167,4 +233,17 @@ type Upcaster = (data: unknown) => unknown;
  * Upcasters by event type, keyed by the version they upgrade *from*: `upcasters.X[1]` turns a v1 payload into v2.
  * Old events stay readable forever by chaining these on read.
  */
-export const upcasters: Partial<Record<SessionEventType, Record<number, Upcaster>>> = {};
+export const upcasters: Partial<Record<SessionEventType, Record<number, Upcaster>>> = {
+  // v1 sessions predate priorities, failure policies and robot requirements: they ran at normal priority on any
+  // robot, and a failed step never stopped them.
+  SessionOpened: {
+    1: (data) => ({
+      priority: 'normal',
+      onStepFailure: 'continue',
+      requires: {},
+      ...(data as object),
+    }),
+  },
+  // v1 failures were never retried.
+  StepFailed: { 1: (data) => ({ final: true, retryInMs: null, ...(data as object) }) },
+};

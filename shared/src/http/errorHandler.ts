@@ -29,6 +29,7 @@ const REJECTION_STATUS: Record<RejectionCode, number> = {
   STEP_NOT_FOUND: 404,
   IDEMPOTENCY_MISMATCH: 422,
   SESSION_STEP_LIMIT: 413,
+  SESSION_PAUSED: 409,
 };
 
 /**

@@ -12,7 +12,9 @@ export const AssignmentMessage = z.strictObject({
   v: z.literal(1),
   sessionId: z.string(),
   tenantId: z.string(),
-  reason: z.enum(['opened', 'resumed', 'cancelled']).default('opened'),
+  reason: z.enum(['opened', 'resumed', 'cancelled', 'reconciled']).default('opened'),
+  /** Robot labels the session needs (every one, same value). */
+  requires: Labels.optional(),
   labels: Labels.optional(),
   browser: BrowserOptions.optional(),
   openedAt: z.string().optional(),
@@ -30,8 +32,26 @@ export const SessionWorkMessage = z.discriminatedUnion('kind', [
     seq: z.number().int().positive(),
     step: StepSpec,
   }),
+  /** A step an operator retried: the owner reads its spec from the stream (it was submitted long ago). */
+  z.strictObject({
+    v: z.literal(1),
+    kind: z.literal('retry'),
+    sessionId: z.string(),
+    tenantId: z.string(),
+    stepId: z.string(),
+    seq: z.number().int().positive(),
+  }),
   z.strictObject({ v: z.literal(1), kind: z.literal('close'), sessionId: z.string(), tenantId: z.string() }),
 ]);
+
+/** A best-effort nudge to a session's owner that an operator changed the session; the stream says what. */
+export const ControlNotice = z.strictObject({
+  v: z.literal(1),
+  sessionId: z.string(),
+  tenantId: z.string(),
+  event: z.enum(['SessionPaused', 'SessionResumed', 'SessionCancelled', 'StepRetried']),
+});
+export type ControlNotice = z.infer<typeof ControlNotice>;
 export type SessionWorkMessage = z.infer<typeof SessionWorkMessage>;
 
 const encoder = new TextEncoder();

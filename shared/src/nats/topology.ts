@@ -10,6 +10,10 @@ import {
   type StreamConfig,
 } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
+import type { SessionPriority } from '../events/sessionEvents.js';
+
+/** Priorities in the order robots serve them. */
+export const PRIORITIES: readonly SessionPriority[] = ['high', 'normal', 'low'];
 
 const NS = 1_000_000;
 const SECOND = 1_000 * NS;
@@ -22,7 +26,14 @@ export interface WorkSettings {
   stepMaxDeliver: number;
 }
 
-export const DEFAULT_WORK_SETTINGS: WorkSettings = { ackWaitMs: 30_000, stepMaxDeliver: 5 };
+/**
+ * Deliveries of a step message beyond its retry policy's attempts: redeliveries after a robot crash or a lost ack
+ * (which run nothing once the result is in the stream). A step message that runs out is reconciled from the
+ * max-deliveries advisory.
+ */
+export const STEP_DELIVERY_SLACK = 5;
+
+export const DEFAULT_WORK_SETTINGS: WorkSettings = { ackWaitMs: 30_000, stepMaxDeliver: 15 };
 
 /**
  * Every NATS name this system uses, derived from one prefix so that several installations can share a server.
@@ -37,7 +48,8 @@ export class Topology {
   readonly artifactsBucket: string;
   readonly restorePointsBucket: string;
   readonly snapshotsBucket: string;
-  readonly assignmentsConsumer = 'assignments';
+  /** The dispatcher's per-tenant concurrency gate: active and waiting sessions of each capped tenant. */
+  readonly tenantSlotsBucket: string;
 
   constructor(readonly prefix: string = 'rpa') {
     if (!/^[a-z][a-z0-9_]{0,30}$/.test(prefix))
@@ -52,6 +64,7 @@ export class Topology {
     // Apart from artifacts on purpose: restore points hold cookies, and nothing serves this bucket over HTTP.
     this.restorePointsBucket = `${prefix}_restore_points`;
     this.snapshotsBucket = `${prefix}_snapshots`;
+    this.tenantSlotsBucket = `${prefix}_tenant_slots`;
   }
 
   /** Subject of one event-store stream (one per session). */
@@ -61,9 +74,34 @@ export class Topology {
   get eventsWildcard(): string {
     return `${this.prefix}.events.>`;
   }
-  /** Subject where session assignments wait for a robot with free capacity. */
+  /** Subject where normal-priority session assignments wait for a robot with free capacity. */
   get assignSubject(): string {
-    return `${this.prefix}.work.assign`;
+    return this.assignSubjectFor('normal');
+  }
+  /** Subject of the session assignments of one priority; robots serve high before normal before low. */
+  assignSubjectFor(priority: SessionPriority): string {
+    return `${this.prefix}.work.assign.${priority}`;
+  }
+  get assignWildcard(): string {
+    return `${this.prefix}.work.assign.>`;
+  }
+  /** Durable consumer of the normal-priority assignments. */
+  get assignmentsConsumer(): string {
+    return this.assignmentsConsumerFor('normal');
+  }
+  assignmentsConsumerFor(priority: SessionPriority): string {
+    return `assignments-${priority}`;
+  }
+  /**
+   * Core-NATS subject of a session's control notices (paused, resumed, cancelled, a step retried): its owner
+   * listens here so that it need not poll the event store. Best effort: the owner re-reads the stream anyway.
+   */
+  controlSubject(sessionId: string): string {
+    return `${this.prefix}.control.${sessionId}`;
+  }
+  /** JetStream's advisory subject for step messages that ran out of deliveries, for any session. */
+  get stepMaxDeliveriesAdvisory(): string {
+    return `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.${this.workStream}.*`;
   }
   /** Subject of one session's step and control messages, consumed in order by its owner. */
   stepsSubject(sessionId: string): string {
@@ -135,10 +173,13 @@ export class Topology {
     };
   }
 
-  assignmentsConsumerConfig(settings: WorkSettings = DEFAULT_WORK_SETTINGS): Partial<ConsumerConfig> {
+  assignmentsConsumerConfig(
+    settings: WorkSettings = DEFAULT_WORK_SETTINGS,
+    priority: SessionPriority = 'normal',
+  ): Partial<ConsumerConfig> {
     return {
-      durable_name: this.assignmentsConsumer,
-      filter_subject: this.assignSubject,
+      durable_name: this.assignmentsConsumerFor(priority),
+      filter_subject: this.assignSubjectFor(priority),
       ack_policy: AckPolicy.Explicit,
       deliver_policy: DeliverPolicy.All,
       ack_wait: settings.ackWaitMs * NS,
@@ -193,16 +234,13 @@ export async function ensureWorkTopology(
 ): Promise<JetStreamManager> {
   const jsm = await jetstreamManager(nc);
   await ensureStream(jsm, topology.workStreamConfig() as StreamConfig);
-  await jsm.consumers
-    .add(topology.workStream, topology.assignmentsConsumerConfig(settings))
-    .catch(async (error: unknown) => {
+  for (const priority of PRIORITIES) {
+    const config = topology.assignmentsConsumerConfig(settings, priority);
+    await jsm.consumers.add(topology.workStream, config).catch(async (error: unknown) => {
       if (!isAlreadyExists(error)) throw error;
-      await jsm.consumers.update(
-        topology.workStream,
-        topology.assignmentsConsumer,
-        topology.assignmentsConsumerConfig(settings),
-      );
+      await jsm.consumers.update(topology.workStream, topology.assignmentsConsumerFor(priority), config);
     });
+  }
   return jsm;
 }
 

@@ -1,8 +1,35 @@
 import { z } from 'zod';
-import { AttentionCode, BrowserOptions, Labels } from '../events/sessionEvents.js';
+import {
+  AttentionCode,
+  BrowserOptions,
+  DeadLetterReason,
+  Labels,
+  PauseReason,
+  SessionPriority,
+  StepFailurePolicy,
+  WaitReason,
+} from '../events/sessionEvents.js';
 import { STEP_ACTIONS, StepError, StepOutput } from '../steps/stepSpec.js';
 
-export const StepDocumentStatus = z.enum(['queued', 'running', 'succeeded', 'failed']);
+/**
+ * retrying: an attempt failed and another is due at `nextAttemptAt`; failed: failed for good (see `deadLetter`);
+ * cancelled: the session ended (cancelled, expired or failed) before the step finished.
+ */
+export const StepDocumentStatus = z.enum([
+  'queued',
+  'running',
+  'retrying',
+  'succeeded',
+  'failed',
+  'cancelled',
+]);
+
+/** Why and when a step was dead-lettered; cleared when an operator retries it. */
+export const DeadLetterDocument = z.object({
+  reason: DeadLetterReason,
+  attempts: z.number().int().nonnegative(),
+  at: z.string(),
+});
 
 /** One step as dashboards see it. */
 export const StepDocument = z.object({
@@ -20,11 +47,17 @@ export const StepDocument = z.object({
   startedAt: z.string().nullable(),
   finishedAt: z.string().nullable(),
   durationMs: z.number().nonnegative().nullable(),
+  nextAttemptAt: z.string().nullable().default(null),
+  deadLetter: DeadLetterDocument.nullable().default(null),
 });
 export type StepDocument = z.infer<typeof StepDocument>;
 
+/** queued: opened, no robot has taken it yet (none free, none with the labels it requires, or its tenant's cap). */
 export const SessionDocumentStatus = z.enum([
+  'queued',
   'open',
+  'paused',
+  'failed',
   'closing',
   'needs_attention',
   'closed',
@@ -40,6 +73,17 @@ export const AttentionDocument = z.object({
   /** The status the session returns to when resumed. */
   resumeTo: z.enum(['open', 'closing']),
   at: z.string(),
+});
+
+/** Why the session is paused. */
+export const PauseDocument = z.object({ reason: PauseReason, stepId: z.string().nullable(), at: z.string() });
+
+/** The owner holds the next step without attempting it (an open circuit breaker for its target). */
+export const WaitingDocument = z.object({
+  reason: WaitReason,
+  origin: z.string(),
+  stepId: z.string(),
+  since: z.string(),
 });
 
 /** The newest restore point; its storage state is never in a read model, only where it is kept. */
@@ -74,10 +118,15 @@ export const SessionDocument = z.object({
   labels: Labels,
   browser: BrowserOptions,
   idleTimeoutMs: z.number().int().positive().nullable(),
+  priority: SessionPriority.default('normal'),
+  onStepFailure: StepFailurePolicy.default('continue'),
+  requires: Labels.default({}),
   createdAt: z.string(),
   updatedAt: z.string(),
   closedAt: z.string().nullable(),
   attention: AttentionDocument.nullable().default(null),
+  pause: PauseDocument.nullable().default(null),
+  waiting: WaitingDocument.nullable().default(null),
   checkpoint: CheckpointDocument.nullable().default(null),
   recoveries: z.number().int().nonnegative().default(0),
   lastRecovery: RecoveryDocument.nullable().default(null),
@@ -85,8 +134,11 @@ export const SessionDocument = z.object({
     total: z.number().int().nonnegative(),
     queued: z.number().int().nonnegative(),
     running: z.number().int().nonnegative(),
+    retrying: z.number().int().nonnegative().default(0),
     succeeded: z.number().int().nonnegative(),
     failed: z.number().int().nonnegative(),
+    cancelled: z.number().int().nonnegative().default(0),
+    deadLettered: z.number().int().nonnegative().default(0),
   }),
   steps: z.array(StepDocument),
   version: z.number().int(),

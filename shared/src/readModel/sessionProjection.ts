@@ -51,13 +51,41 @@ function boundedOutput(output: StepOutput): { output: StepOutput; truncated: boo
 type StepCounts = SessionDocument['stepCounts'];
 
 function countSteps(steps: readonly StepDocument[]): StepCounts {
-  const counts: StepCounts = { total: steps.length, queued: 0, running: 0, succeeded: 0, failed: 0 };
-  for (const step of steps) counts[step.status]++;
+  const counts: StepCounts = {
+    total: steps.length,
+    queued: 0,
+    running: 0,
+    retrying: 0,
+    succeeded: 0,
+    failed: 0,
+    cancelled: 0,
+    deadLettered: 0,
+  };
+  for (const step of steps) {
+    counts[step.status]++;
+    if (step.deadLetter) counts.deadLettered++;
+  }
   return counts;
 }
 
 function isFinished(step: StepDocument): boolean {
-  return step.status === 'succeeded' || step.status === 'failed';
+  return step.status === 'succeeded' || step.status === 'failed' || step.status === 'cancelled';
+}
+
+const TERMINAL: ReadonlySet<SessionDocument['status']> = new Set([
+  'closed',
+  'cancelled',
+  'expired',
+  'failed',
+]);
+
+/** The document of a session that ended before all its steps ran: those steps will never run. */
+function endUnfinished(doc: SessionDocument): Pick<SessionDocument, 'steps' | 'stepCounts'> {
+  if (!doc.steps.some((s) => !isFinished(s))) return { steps: doc.steps, stepCounts: doc.stepCounts };
+  const steps = doc.steps.map((s) =>
+    isFinished(s) ? s : { ...s, status: 'cancelled' as const, nextAttemptAt: null },
+  );
+  return { steps, stepCounts: countSteps(steps) };
 }
 
 /** Steps are kept in seq order, and seq starts at 1 without gaps, so the index is seq - 1; search only if not. */
@@ -91,16 +119,21 @@ export function applyToDocument(
     return {
       sessionId: metadata.sessionId,
       tenantId: metadata.tenantId,
-      status: 'open',
+      status: 'queued',
       robotId: null,
       epoch: 0,
       labels: event.data.labels,
       browser: event.data.browser,
       idleTimeoutMs: event.data.idleTimeoutMs,
+      priority: event.data.priority,
+      onStepFailure: event.data.onStepFailure,
+      requires: event.data.requires,
       createdAt: at,
       updatedAt: at,
       closedAt: null,
       attention: null,
+      pause: null,
+      waiting: null,
       checkpoint: null,
       recoveries: 0,
       lastRecovery: null,
@@ -134,6 +167,8 @@ export function applyToDocument(
         startedAt: null,
         finishedAt: null,
         durationMs: null,
+        nextAttemptAt: null,
+        deadLetter: null,
       };
       const steps = [...doc.steps, submitted];
       if (steps.length > 1 && steps[steps.length - 2]!.seq > seq) steps.sort((a, b) => a.seq - b.seq);
@@ -141,7 +176,12 @@ export function applyToDocument(
     }
     case 'SessionClaimed':
       if (event.data.epoch <= doc.epoch) return touched;
-      return { ...touched, robotId: event.data.robotId, epoch: event.data.epoch };
+      return {
+        ...touched,
+        status: doc.status === 'queued' ? 'open' : doc.status,
+        robotId: event.data.robotId,
+        epoch: event.data.epoch,
+      };
     case 'StepStarted':
     case 'StepSucceeded':
     case 'StepFailed': {
@@ -154,7 +194,13 @@ export function applyToDocument(
       if (event.type === 'StepStarted') {
         // Only a newer attempt restarts the clock; a repeated start of the same attempt keeps the first time.
         const newAttempt = event.data.attempt > step.attempts || step.startedAt === null;
-        next = { ...step, status: 'running', attempts, startedAt: newAttempt ? at : step.startedAt };
+        next = {
+          ...step,
+          status: 'running',
+          attempts,
+          startedAt: newAttempt ? at : step.startedAt,
+          nextAttemptAt: null,
+        };
       } else if (event.type === 'StepSucceeded') {
         const { output, truncated } = boundedOutput(event.data.output);
         next = {
@@ -166,20 +212,67 @@ export function applyToDocument(
           error: null,
           finishedAt: at,
           durationMs: event.data.durationMs,
+          nextAttemptAt: null,
         };
       } else {
+        const { final, retryInMs } = event.data;
         next = {
           ...step,
-          status: 'failed',
+          status: final ? 'failed' : 'retrying',
           attempts,
           output: null,
           error: event.data.error,
-          finishedAt: at,
+          finishedAt: final ? at : null,
           durationMs: event.data.durationMs,
+          nextAttemptAt:
+            final || retryInMs === null ? null : new Date(Date.parse(at) + retryInMs).toISOString(),
         };
       }
       const steps = replaceStep(doc, index, next);
+      const waiting = event.type === 'StepStarted' ? { waiting: null } : {};
+      return { ...touched, ...waiting, steps, stepCounts: countSteps(steps) };
+    }
+    case 'StepDeadLettered': {
+      const index = stepIndex(doc.steps, event.data.stepId, event.data.seq);
+      const step = doc.steps[index];
+      if (!step) return touched;
+      const { reason, attempts } = event.data;
+      const steps = replaceStep(doc, index, { ...step, deadLetter: { reason, attempts, at } });
       return { ...touched, steps, stepCounts: countSteps(steps) };
+    }
+    case 'StepRetried': {
+      const index = stepIndex(doc.steps, event.data.stepId, event.data.seq);
+      const step = doc.steps[index];
+      if (!step || step.status !== 'failed') return touched;
+      const steps = replaceStep(doc, index, {
+        ...step,
+        status: 'queued',
+        deadLetter: null,
+        finishedAt: null,
+        nextAttemptAt: null,
+      });
+      return { ...touched, steps, stepCounts: countSteps(steps) };
+    }
+    case 'SessionPaused': {
+      if (doc.status !== 'open' && doc.status !== 'queued') return touched;
+      const { reason, stepId } = event.data;
+      return { ...touched, status: 'paused', pause: { reason, stepId, at } };
+    }
+    case 'SessionFailed':
+      if (TERMINAL.has(doc.status)) return touched;
+      return {
+        ...touched,
+        ...endUnfinished(doc),
+        status: 'failed',
+        attention: null,
+        pause: null,
+        waiting: null,
+        closedAt: at,
+      };
+    case 'SessionWaiting': {
+      if (TERMINAL.has(doc.status)) return touched;
+      const { reason, origin, stepId } = event.data;
+      return { ...touched, waiting: { reason, origin, stepId, since: at } };
     }
     case 'SessionCheckpointed': {
       const { afterStepSeq, url, trigger } = event.data;
@@ -203,33 +296,59 @@ export function applyToDocument(
       };
     }
     case 'SessionNeedsAttention': {
-      if (doc.status !== 'open' && doc.status !== 'closing') return touched;
+      if (doc.status !== 'open' && doc.status !== 'closing' && doc.status !== 'queued') return touched;
       const { code, reason, stepIds } = event.data;
       return {
         ...touched,
         status: 'needs_attention',
-        attention: { code, reason, stepIds, resumeTo: doc.status, at },
+        attention: { code, reason, stepIds, resumeTo: doc.status === 'closing' ? 'closing' : 'open', at },
       };
     }
     case 'SessionResumed':
+      // A session paused before any robot took it goes back to waiting for one.
+      if (doc.status === 'paused')
+        return { ...touched, status: doc.epoch === 0 ? 'queued' : 'open', pause: null };
       if (doc.status !== 'needs_attention') return touched;
       return { ...touched, status: doc.attention?.resumeTo ?? 'open', attention: null };
     case 'SessionCancelled':
-      if (doc.status === 'closed' || doc.status === 'cancelled' || doc.status === 'expired') return touched;
-      return { ...touched, status: 'cancelled', attention: null, closedAt: at };
+      if (TERMINAL.has(doc.status)) return touched;
+      return {
+        ...touched,
+        ...endUnfinished(doc),
+        status: 'cancelled',
+        attention: null,
+        pause: null,
+        waiting: null,
+        closedAt: at,
+      };
     case 'SessionExpired':
-      // Mirrors evolve: a session waiting for an operator is not expired.
-      if (doc.status !== 'open' && doc.status !== 'closing') return touched;
-      return { ...touched, status: 'expired', closedAt: at };
+      // Mirrors evolve (queued is evolve's open): a session waiting for an operator is not expired.
+      if (
+        doc.status !== 'open' &&
+        doc.status !== 'queued' &&
+        doc.status !== 'closing' &&
+        doc.status !== 'paused'
+      )
+        return touched;
+      return {
+        ...touched,
+        ...endUnfinished(doc),
+        status: 'expired',
+        pause: null,
+        waiting: null,
+        closedAt: at,
+      };
     case 'SessionCloseRequested':
-      if (doc.status !== 'open') return touched;
+      if (doc.status !== 'open' && doc.status !== 'queued') return touched;
       return { ...touched, status: 'closing' };
     case 'SessionClosed':
-      if (doc.status === 'closed' || doc.status === 'cancelled' || doc.status === 'expired') return touched;
+      if (TERMINAL.has(doc.status)) return touched;
       return {
         ...touched,
         status: 'closed',
         attention: null,
+        pause: null,
+        waiting: null,
         closedAt: at,
         robotId: event.data.robotId ?? doc.robotId,
       };

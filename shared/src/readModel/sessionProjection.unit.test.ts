@@ -43,6 +43,12 @@ function history() {
   };
 }
 
+/** Step counts with every count not named zero. */
+function counts(named: Partial<SessionDocument['stepCounts']>): SessionDocument['stepCounts'] {
+  const zero = { queued: 0, running: 0, retrying: 0, succeeded: 0, failed: 0, cancelled: 0, deadLettered: 0 };
+  return { total: 0, ...zero, ...named };
+}
+
 function fold(events: RecordedSessionEvent[], from: SessionDocument | null = null): SessionDocument | null {
   return events.reduce<SessionDocument | null>((doc, e) => applyToDocument(doc, e), from);
 }
@@ -51,7 +57,14 @@ function fold(events: RecordedSessionEvent[], from: SessionDocument | null = nul
 function fullSession(): RecordedSessionEvent[] {
   const r = history();
   return [
-    r('SessionOpened', { labels: { team: 'billing' }, browser: { locale: 'en-US' }, idleTimeoutMs: 60_000 }),
+    r('SessionOpened', {
+      labels: { team: 'billing' },
+      browser: { locale: 'en-US' },
+      idleTimeoutMs: 60_000,
+      priority: 'normal',
+      onStepFailure: 'continue',
+      requires: {},
+    }),
     r('StepSubmitted', { stepId: 'a', seq: 1, step: { action: 'navigate', url: 'https://example.com/' } }),
     r('StepSubmitted', { stepId: 'b', seq: 2, step: { action: 'click', selector: '#pay', replay: 'never' } }),
     r('StepSubmitted', { stepId: 'c', seq: 3, step: { action: 'extractText', selector: 'h1' } }),
@@ -73,6 +86,8 @@ function fullSession(): RecordedSessionEvent[] {
       attempt: 2,
       error: { code: 'SELECTOR_NOT_FOUND', message: 'no #pay' },
       durationMs: 15_000,
+      final: true,
+      retryInMs: null,
       ...robot,
     }),
     r('SessionCloseRequested', { reason: 'done' }),
@@ -87,20 +102,25 @@ describe('applyToDocument', () => {
     expect(doc).toEqual({
       sessionId: SESSION,
       tenantId: TENANT,
-      status: 'open',
+      status: 'queued',
       robotId: null,
       epoch: 0,
       labels: { team: 'billing' },
       browser: { locale: 'en-US' },
       idleTimeoutMs: 60_000,
+      priority: 'normal',
+      onStepFailure: 'continue',
+      requires: {},
       createdAt: '2025-01-01T10:01:00.000Z',
       updatedAt: '2025-01-01T10:01:00.000Z',
       closedAt: null,
       attention: null,
+      pause: null,
+      waiting: null,
       checkpoint: null,
       recoveries: 0,
       lastRecovery: null,
-      stepCounts: { total: 0, queued: 0, running: 0, succeeded: 0, failed: 0 },
+      stepCounts: counts({}),
       steps: [],
       version: 0,
       position: 103,
@@ -128,7 +148,7 @@ describe('applyToDocument', () => {
       error: null,
       durationMs: null,
     });
-    expect(doc.stepCounts).toEqual({ total: 3, queued: 3, running: 0, succeeded: 0, failed: 0 });
+    expect(doc.stepCounts).toEqual(counts({ total: 3, queued: 3 }));
     expect(doc.version).toBe(3);
     expect(doc.updatedAt).toBe('2025-01-01T10:04:00.000Z');
   });
@@ -141,7 +161,14 @@ describe('applyToDocument', () => {
   it('given an owner, when an older epoch claim arrives, then the owner stays', () => {
     const r = history();
     const doc = fold([
-      r('SessionOpened', { labels: {}, browser: {}, idleTimeoutMs: null }),
+      r('SessionOpened', {
+        labels: {},
+        browser: {},
+        idleTimeoutMs: null,
+        priority: 'normal',
+        onStepFailure: 'continue',
+        requires: {},
+      }),
       r('SessionClaimed', { robotId: 'robot-b', epoch: 2, previousRobotId: 'robot-a' }),
       r('SessionClaimed', { robotId: 'robot-a', epoch: 1, previousRobotId: null }),
     ])!;
@@ -156,7 +183,7 @@ describe('applyToDocument', () => {
       startedAt: '2025-01-01T10:06:00.000Z',
       finishedAt: null,
     });
-    expect(doc.stepCounts).toEqual({ total: 3, queued: 2, running: 1, succeeded: 0, failed: 0 });
+    expect(doc.stepCounts).toEqual(counts({ total: 3, queued: 2, running: 1 }));
   });
 
   it('when a step succeeds, then it carries its output, finish time and duration', () => {
@@ -174,8 +201,10 @@ describe('applyToDocument', () => {
       startedAt: '2025-01-01T10:06:00.000Z',
       finishedAt: '2025-01-01T10:07:00.000Z',
       durationMs: 120,
+      nextAttemptAt: null,
+      deadLetter: null,
     });
-    expect(doc.stepCounts).toEqual({ total: 3, queued: 2, running: 0, succeeded: 1, failed: 0 });
+    expect(doc.stepCounts).toEqual(counts({ total: 3, queued: 2, succeeded: 1 }));
   });
 
   it('when a step is retried and fails, then it counts attempts, restarts its clock and carries the error', () => {
@@ -189,7 +218,7 @@ describe('applyToDocument', () => {
       output: null,
       durationMs: 15_000,
     });
-    expect(doc.stepCounts).toEqual({ total: 3, queued: 1, running: 0, succeeded: 1, failed: 1 });
+    expect(doc.stepCounts).toEqual(counts({ total: 3, queued: 1, succeeded: 1, failed: 1 }));
   });
 
   it('when close is requested and then confirmed, then the session is closing, then closed with its time', () => {
@@ -211,7 +240,14 @@ describe('applyToDocument', () => {
   it('given a finished step, when a late start of it arrives, then the step keeps its result', () => {
     const r = history();
     const events = [
-      r('SessionOpened', { labels: {}, browser: {}, idleTimeoutMs: null }),
+      r('SessionOpened', {
+        labels: {},
+        browser: {},
+        idleTimeoutMs: null,
+        priority: 'normal',
+        onStepFailure: 'continue',
+        requires: {},
+      }),
       r('StepSubmitted', { stepId: 'a', seq: 1, step: { action: 'click', selector: 'a' } }),
       r('StepStarted', { stepId: 'a', seq: 1, attempt: 1, ...robot }),
       r('StepSucceeded', {
@@ -232,7 +268,14 @@ describe('applyToDocument', () => {
   it('given a step, when the same step id is submitted again, then there is still one step', () => {
     const r = history();
     const doc = fold([
-      r('SessionOpened', { labels: {}, browser: {}, idleTimeoutMs: null }),
+      r('SessionOpened', {
+        labels: {},
+        browser: {},
+        idleTimeoutMs: null,
+        priority: 'normal',
+        onStepFailure: 'continue',
+        requires: {},
+      }),
       r('StepSubmitted', { stepId: 'a', seq: 1, step: { action: 'click', selector: 'a' } }),
       r('StepSubmitted', { stepId: 'a', seq: 1, step: { action: 'click', selector: 'a' } }),
     ])!;
@@ -242,7 +285,16 @@ describe('applyToDocument', () => {
 
   it('ignores results for a step it does not know, moving only its position', () => {
     const r = history();
-    const opened = fold([r('SessionOpened', { labels: {}, browser: {}, idleTimeoutMs: null })])!;
+    const opened = fold([
+      r('SessionOpened', {
+        labels: {},
+        browser: {},
+        idleTimeoutMs: null,
+        priority: 'normal',
+        onStepFailure: 'continue',
+        requires: {},
+      }),
+    ])!;
     const next = applyToDocument(opened, r('StepStarted', { stepId: 'zz', seq: 9, attempt: 1, ...robot }))!;
     expect({ ...next, version: 0, position: opened.position, updatedAt: opened.updatedAt }).toEqual(opened);
     expect(next.position).toBeGreaterThan(opened.position);
@@ -252,7 +304,14 @@ describe('applyToDocument', () => {
     const r = history();
     const rows = Array.from({ length: DOCUMENT_OUTPUT_LIMITS.tableRows + 10 }, (_, i) => [`r${i}`]);
     const doc = fold([
-      r('SessionOpened', { labels: {}, browser: {}, idleTimeoutMs: null }),
+      r('SessionOpened', {
+        labels: {},
+        browser: {},
+        idleTimeoutMs: null,
+        priority: 'normal',
+        onStepFailure: 'continue',
+        requires: {},
+      }),
       r('StepSubmitted', { stepId: 'a', seq: 1, step: { action: 'extractText', selector: 'p' } }),
       r('StepSubmitted', { stepId: 'b', seq: 2, step: { action: 'extractTable', selector: 't' } }),
       r('StepSucceeded', {
@@ -285,7 +344,16 @@ describe('applyToDocument', () => {
 
   it('ignores an event of another session', () => {
     const r = history();
-    const doc = fold([r('SessionOpened', { labels: {}, browser: {}, idleTimeoutMs: null })])!;
+    const doc = fold([
+      r('SessionOpened', {
+        labels: {},
+        browser: {},
+        idleTimeoutMs: null,
+        priority: 'normal',
+        onStepFailure: 'continue',
+        requires: {},
+      }),
+    ])!;
     const other = r('SessionCloseRequested', { reason: null }, { sessionId: 'other' });
     expect(applyToDocument(doc, other)).toBe(doc);
   });
@@ -326,7 +394,14 @@ describe('applyToDocument', () => {
 
 describe('applyToDocument: restore points, recovery, attention, resume and cancel', () => {
   const opened = (r: ReturnType<typeof history>) =>
-    r('SessionOpened', { labels: {}, browser: {}, idleTimeoutMs: null });
+    r('SessionOpened', {
+      labels: {},
+      browser: {},
+      idleTimeoutMs: null,
+      priority: 'normal',
+      onStepFailure: 'continue',
+      requires: {},
+    });
   const submitted = (r: ReturnType<typeof history>, stepId: string, seq: number) =>
     r('StepSubmitted', { stepId, seq, step: { action: 'click', selector: `#${stepId}` } });
   const checkpointed = (r: ReturnType<typeof history>, afterStepSeq: number, trigger: 'document' | 'step') =>
@@ -460,8 +535,11 @@ describe('applyToDocument: restore points, recovery, attention, resume and cance
 
   it('given a session that does not need attention, when a resume arrives, then its status stays', () => {
     const r = history();
-    const doc = foldTwice([opened(r), r('SessionResumed', { skipReplay: [] })])!;
-    expect(doc).toMatchObject({ status: 'open', attention: null, version: 1 });
+    const queued = foldTwice([opened(r), r('SessionResumed', { skipReplay: [] })])!;
+    expect(queued).toMatchObject({ status: 'queued', attention: null, version: 1 });
+    const claimed = r('SessionClaimed', { ...robot, previousRobotId: null });
+    const open = fold([claimed, r('SessionResumed', { skipReplay: [] })], queued)!;
+    expect(open).toMatchObject({ status: 'open', attention: null, version: 3 });
   });
 
   it('when a session is cancelled, then it is cancelled with its time, and a later close changes nothing', () => {
@@ -525,7 +603,14 @@ describe('applyToDocument: restore points, recovery, attention, resume and cance
 
 describe('applyToDocument: expiry', () => {
   const opened = (r: ReturnType<typeof history>) =>
-    r('SessionOpened', { labels: {}, browser: {}, idleTimeoutMs: 1_500 });
+    r('SessionOpened', {
+      labels: {},
+      browser: {},
+      idleTimeoutMs: 1_500,
+      priority: 'normal',
+      onStepFailure: 'continue',
+      requires: {},
+    });
   const expired = (r: ReturnType<typeof history>) =>
     r('SessionExpired', { reason: 'idle', idleMs: 1_600, ...robot });
 
@@ -555,5 +640,272 @@ describe('applyToDocument: expiry', () => {
       expired(r),
     ])!;
     expect(doc).toMatchObject({ status: 'needs_attention', closedAt: null });
+  });
+});
+
+describe('applyToDocument: queueing, retries, dead letters, pauses and waits', () => {
+  type Record_ = ReturnType<typeof history>;
+  const opened = (r: Record_) =>
+    r('SessionOpened', {
+      labels: {},
+      browser: {},
+      idleTimeoutMs: null,
+      priority: 'high',
+      onStepFailure: 'pause',
+      requires: { region: 'eu' },
+    });
+  const submitted = (r: Record_, stepId: string, seq: number) =>
+    r('StepSubmitted', { stepId, seq, step: { action: 'click', selector: `#${stepId}` } });
+  const claimed = (r: Record_, robotId = 'robot-a', epoch = 1) =>
+    r('SessionClaimed', { robotId, epoch, previousRobotId: null });
+  const ref = (stepId: string, seq: number, attempt: number) => ({ stepId, seq, attempt, ...robot });
+  const started = (r: Record_, stepId: string, seq: number, attempt = 1) =>
+    r('StepStarted', ref(stepId, seq, attempt));
+  const timeout = { code: 'TIMEOUT', message: 'no #a within 15s' } as const;
+  const failed = (r: Record_, stepId: string, seq: number, attempt: number, retryInMs: number | null) =>
+    r('StepFailed', {
+      ...ref(stepId, seq, attempt),
+      error: timeout,
+      durationMs: 15_000,
+      final: retryInMs === null,
+      retryInMs,
+    });
+  const deadLettered = (r: Record_, stepId: string, seq: number, attempts: number) =>
+    r('StepDeadLettered', { stepId, seq, reason: 'attempts_exhausted', attempts, error: timeout });
+  /** Opened with steps a, b, c and claimed by robot-a. */
+  const claimedWithSteps = (r: Record_) => [
+    opened(r),
+    submitted(r, 'a', 1),
+    submitted(r, 'b', 2),
+    submitted(r, 'c', 3),
+    claimed(r),
+  ];
+
+  /** Folds delivering every event twice: the second delivery must change nothing. */
+  function foldTwice(events: RecordedSessionEvent[], from: SessionDocument | null = null) {
+    return events.reduce<SessionDocument | null>((doc, e) => {
+      const once = applyToDocument(doc, e);
+      expect(applyToDocument(once, e)).toBe(once);
+      expect(SessionDocument.safeParse(once).success).toBe(true);
+      return once;
+    }, from)!;
+  }
+
+  it('given a session no robot took, then it is queued with its options; the first claim opens it, later ones keep it', () => {
+    const r = history();
+    const queued = foldTwice([opened(r), submitted(r, 'a', 1)]);
+    expect(queued).toMatchObject({
+      status: 'queued',
+      robotId: null,
+      priority: 'high',
+      onStepFailure: 'pause',
+      requires: { region: 'eu' },
+    });
+    const open = foldTwice([claimed(r)], queued);
+    expect(open).toMatchObject({ status: 'open', robotId: 'robot-a', epoch: 1 });
+    const closing = foldTwice([r('SessionCloseRequested', { reason: null }), claimed(r, 'robot-b', 2)], open);
+    expect(closing).toMatchObject({ status: 'closing', robotId: 'robot-b', epoch: 2 });
+  });
+
+  it('given a running step, when an attempt fails with another due, then it is retrying until the next start', () => {
+    const r = history();
+    const before = [...claimedWithSteps(r), started(r, 'a', 1)];
+    const failure = failed(r, 'a', 1, 1, 1_500);
+    const retrying = foldTwice([...before, failure]);
+    expect(retrying.steps[0]).toMatchObject({
+      status: 'retrying',
+      attempts: 1,
+      error: timeout,
+      finishedAt: null,
+      durationMs: 15_000,
+      nextAttemptAt: new Date(Date.parse(failure.metadata.occurredAt) + 1_500).toISOString(),
+      deadLetter: null,
+    });
+    expect(retrying.stepCounts).toEqual(counts({ total: 3, queued: 2, retrying: 1 }));
+
+    const next = started(r, 'a', 1, 2);
+    const running = foldTwice([next], retrying);
+    expect(running.steps[0]).toMatchObject({
+      status: 'running',
+      attempts: 2,
+      startedAt: next.metadata.occurredAt,
+      nextAttemptAt: null,
+    });
+    expect(running.stepCounts).toEqual(counts({ total: 3, queued: 2, running: 1 }));
+  });
+
+  it('given a step failed for good, then it is dead-lettered until an operator retries it', () => {
+    const r = history();
+    const before = [...claimedWithSteps(r), started(r, 'a', 1, 3)];
+    const final = failed(r, 'a', 1, 3, null);
+    const letter = deadLettered(r, 'a', 1, 3);
+    const dead = foldTwice([
+      ...before,
+      final,
+      letter,
+      r('SessionPaused', { reason: 'step_failed', stepId: 'a' }),
+    ]);
+    expect(dead.steps[0]).toMatchObject({
+      status: 'failed',
+      finishedAt: final.metadata.occurredAt,
+      nextAttemptAt: null,
+      deadLetter: { reason: 'attempts_exhausted', attempts: 3, at: letter.metadata.occurredAt },
+    });
+    expect(dead.stepCounts).toEqual(counts({ total: 3, queued: 2, failed: 1, deadLettered: 1 }));
+    expect(dead).toMatchObject({ status: 'paused', pause: { reason: 'step_failed', stepId: 'a' } });
+
+    const retried = foldTwice(
+      [r('StepRetried', { stepId: 'a', seq: 1 }), r('SessionResumed', { skipReplay: [] })],
+      dead,
+    );
+    expect(retried.steps[0]).toMatchObject({
+      status: 'queued',
+      attempts: 3,
+      error: timeout,
+      finishedAt: null,
+      deadLetter: null,
+    });
+    expect(retried.stepCounts).toEqual(counts({ total: 3, queued: 3 }));
+    expect(retried).toMatchObject({ status: 'open', pause: null });
+  });
+
+  it('given a step that did not fail, when a StepRetried arrives, then the step stays as it was', () => {
+    const r = history();
+    const doc = foldTwice([...claimedWithSteps(r), started(r, 'a', 1)]);
+    const after = foldTwice([r('StepRetried', { stepId: 'a', seq: 1 })], doc);
+    expect(after.steps).toEqual(doc.steps);
+  });
+
+  it('given an open session, when an operator pauses and resumes it, then it is paused with why and when, then open', () => {
+    const r = history();
+    const before = claimedWithSteps(r);
+    const pause = r('SessionPaused', { reason: 'operator', stepId: null });
+    const paused = foldTwice([...before, pause]);
+    expect(paused).toMatchObject({
+      status: 'paused',
+      pause: { reason: 'operator', stepId: null, at: pause.metadata.occurredAt },
+    });
+    const resumed = foldTwice([r('SessionResumed', { skipReplay: [] })], paused);
+    expect(resumed).toMatchObject({ status: 'open', pause: null });
+  });
+
+  it('given a session paused before any robot took it, when it is resumed, then it is queued again', () => {
+    const r = history();
+    const doc = foldTwice([
+      opened(r),
+      r('SessionPaused', { reason: 'operator', stepId: null }),
+      r('SessionResumed', { skipReplay: [] }),
+    ]);
+    expect(doc).toMatchObject({ status: 'queued', pause: null, robotId: null });
+  });
+
+  it('given a paused session, when a robot claims it, then it stays paused under its new owner', () => {
+    const r = history();
+    const doc = foldTwice([opened(r), r('SessionPaused', { reason: 'operator', stepId: null }), claimed(r)]);
+    expect(doc).toMatchObject({ status: 'paused', robotId: 'robot-a' });
+  });
+
+  it('given an owner holding a step, when it reports the wait, then the session waits until a step starts', () => {
+    const r = history();
+    const before = claimedWithSteps(r);
+    const wait = r('SessionWaiting', {
+      reason: 'ORIGIN_UNAVAILABLE',
+      origin: 'https://shop.example',
+      stepId: 'a',
+      ...robot,
+    });
+    const waiting = foldTwice([...before, wait]);
+    expect(waiting.waiting).toEqual({
+      reason: 'ORIGIN_UNAVAILABLE',
+      origin: 'https://shop.example',
+      stepId: 'a',
+      since: wait.metadata.occurredAt,
+    });
+    expect(waiting.status).toBe('open');
+    expect(foldTwice([started(r, 'a', 1)], waiting).waiting).toBeNull();
+  });
+
+  it.each([
+    ['cancelled', (r: Record_) => r('SessionCancelled', { reason: 'wrong customer' })],
+    ['expired', (r: Record_) => r('SessionExpired', { reason: 'idle', idleMs: 61_000, ...robot })],
+    ['failed', (r: Record_) => r('SessionFailed', { stepId: 'b', error: timeout })],
+  ] as const)(
+    'given unfinished steps, when the session ends %s, then they are cancelled and the finished keep their result',
+    (status, end) => {
+      const r = history();
+      const doc = foldTwice([
+        ...claimedWithSteps(r),
+        submitted(r, 'd', 4),
+        started(r, 'a', 1),
+        r('StepSucceeded', { ...ref('a', 1, 1), output: { kind: 'none' }, durationMs: 5 }),
+        started(r, 'b', 2),
+        failed(r, 'b', 2, 1, 2_000),
+        started(r, 'c', 3),
+        r('SessionWaiting', {
+          reason: 'ORIGIN_UNAVAILABLE',
+          origin: 'https://x.example',
+          stepId: 'd',
+          ...robot,
+        }),
+        r('SessionPaused', { reason: 'operator', stepId: null }),
+      ]);
+      expect(doc.stepCounts).toEqual(counts({ total: 4, queued: 1, running: 1, retrying: 1, succeeded: 1 }));
+      const event = end(r);
+      const ended = foldTwice([event], doc);
+      expect(ended).toMatchObject({
+        status,
+        closedAt: event.metadata.occurredAt,
+        pause: null,
+        waiting: null,
+      });
+      expect(ended.steps.map((s) => [s.stepId, s.status, s.nextAttemptAt])).toEqual([
+        ['a', 'succeeded', null],
+        ['b', 'cancelled', null],
+        ['c', 'cancelled', null],
+        ['d', 'cancelled', null],
+      ]);
+      expect(ended.stepCounts).toEqual(counts({ total: 4, succeeded: 1, cancelled: 3 }));
+      // Over for good: a late result or a resume rewrites nothing.
+      const late = foldTwice(
+        [r('StepSucceeded', { ...ref('c', 3, 1), output: { kind: 'none' }, durationMs: 5 })],
+        ended,
+      );
+      expect(late).toMatchObject({ status, steps: ended.steps, stepCounts: ended.stepCounts });
+    },
+  );
+
+  it('given a session that failed, when a cancel arrives, then it stays failed', () => {
+    const r = history();
+    const before = claimedWithSteps(r);
+    const failedAt = r('SessionFailed', { stepId: 'a', error: timeout });
+    const doc = foldTwice([...before, failedAt, r('SessionCancelled', { reason: null })]);
+    expect(doc).toMatchObject({ status: 'failed', closedAt: failedAt.metadata.occurredAt });
+  });
+
+  it('a rebuild of a history with retries, dead letters, pauses and waits yields the same document', () => {
+    const r = history();
+    const events = [
+      ...claimedWithSteps(r),
+      r('SessionWaiting', {
+        reason: 'ORIGIN_UNAVAILABLE',
+        origin: 'https://x.example',
+        stepId: 'a',
+        ...robot,
+      }),
+      started(r, 'a', 1),
+      failed(r, 'a', 1, 1, 1_000),
+      started(r, 'a', 1, 2),
+      failed(r, 'a', 1, 2, null),
+      deadLettered(r, 'a', 1, 2),
+      r('SessionPaused', { reason: 'step_failed', stepId: 'a' }),
+      r('StepRetried', { stepId: 'a', seq: 1 }),
+      r('SessionResumed', { skipReplay: [] }),
+      started(r, 'a', 1, 3),
+    ];
+    const once = fold(events)!;
+    expect(foldTwice(events)).toEqual(once);
+    expect(fold(events, once)).toBe(once);
+    expect(once).toMatchObject({ status: 'open', pause: null, waiting: null });
+    expect(once.steps[0]).toMatchObject({ status: 'running', attempts: 3, deadLetter: null });
   });
 });

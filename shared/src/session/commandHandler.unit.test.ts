@@ -128,7 +128,7 @@ describe('SessionCommandHandler', () => {
       eventId: eventIdFor(command.commandId, 0),
       type: 'SessionOpened',
       metadata: {
-        schemaVersion: 1,
+        schemaVersion: 2,
         tenantId: 't1',
         sessionId: SESSION,
         commandId: command.commandId,

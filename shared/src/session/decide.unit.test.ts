@@ -4,18 +4,28 @@ import type {
   ClaimSession,
   CompleteStep,
   ConfirmClose,
+  DeadLetterStep,
   ExpireSession,
   FlagAttention,
   OpenSession,
+  PauseSession,
   RecordRecovery,
+  ReportWaiting,
   RequestClose,
   ResumeSession,
+  RetryStep,
   SessionCommand,
   StartStep,
   SubmitSteps,
 } from '../commands/sessionCommands.js';
-import type { SessionEvent, SessionEventMetadata } from '../events/sessionEvents.js';
-import type { StepSpec } from '../steps/stepSpec.js';
+import type { SessionEvent, SessionEventMetadata, StepFailurePolicy } from '../events/sessionEvents.js';
+import {
+  DEFAULT_RETRY_POLICY,
+  retryDelayMs,
+  type RetryPolicy,
+  type StepError,
+  type StepSpec,
+} from '../steps/stepSpec.js';
 import { decide, MAX_STEPS_PER_SESSION, type RejectionCode } from './decide.js';
 import { evolve } from './evolve.js';
 import { initialState, type SessionState } from './state.js';
@@ -126,7 +136,14 @@ const confirmClose = (robotId: string, epoch: number): ConfirmClose => ({
 const opened = (over: Partial<Meta> = {}): Given => ({
   event: {
     type: 'SessionOpened',
-    data: { labels: { team: 'billing' }, browser: { locale: 'en-US' }, idleTimeoutMs: 60_000 },
+    data: {
+      labels: { team: 'billing' },
+      browser: { locale: 'en-US' },
+      idleTimeoutMs: 60_000,
+      priority: 'normal',
+      onStepFailure: 'continue',
+      requires: {},
+    },
   },
   meta: over,
 });
@@ -159,6 +176,20 @@ const failed = (robotId: string, epoch: number, stepId: string, seq: number): Se
     ...ref(robotId, epoch, stepId, seq),
     error: { code: 'TIMEOUT', message: 'no #go within 15s' },
     durationMs: 12,
+    final: true,
+    retryInMs: null,
+  },
+});
+/** What the decider records for fail() on a step's first attempt under the default policy: another attempt is due. */
+const retryingFailure = (robotId: string, epoch: number, stepId: string, seq: number): SessionEvent => ({
+  type: 'StepFailed',
+  data: {
+    ...ref(robotId, epoch, stepId, seq),
+    error: { code: 'TIMEOUT', message: 'no #go within 15s' },
+    durationMs: 12,
+    final: false,
+    // base().commandId seeds the jitter; the bounds are checked in 'retrying a failed step' below.
+    retryInMs: retryDelayMs(DEFAULT_RETRY_POLICY, 1, 'cmd'),
   },
 });
 const closeRequested: SessionEvent = { type: 'SessionCloseRequested', data: { reason: 'done' } };
@@ -255,13 +286,38 @@ const only = (...statuses: Array<keyof typeof histories>) =>
   statuses.map((status) => [status, histories[status]] as const);
 
 describe('OpenSession', () => {
-  it('given no events, when opening, then SessionOpened carries labels, browser and idle timeout', () => {
+  it('given no events, when opening, then SessionOpened carries labels, browser, idle timeout and the defaults', () => {
     given([])
       .when(open())
       .then([
         {
           type: 'SessionOpened',
-          data: { labels: { team: 'billing' }, browser: { locale: 'en-US' }, idleTimeoutMs: 60_000 },
+          data: {
+            labels: { team: 'billing' },
+            browser: { locale: 'en-US' },
+            idleTimeoutMs: 60_000,
+            priority: 'normal',
+            onStepFailure: 'pause',
+            requires: {},
+          },
+        },
+      ]);
+  });
+
+  it('given no events, when opening with a priority, a failure policy and requirements, then SessionOpened carries them', () => {
+    given([])
+      .when(open({ priority: 'high', onStepFailure: 'fail', requires: { region: 'eu' } }))
+      .then([
+        {
+          type: 'SessionOpened',
+          data: {
+            labels: { team: 'billing' },
+            browser: { locale: 'en-US' },
+            idleTimeoutMs: 60_000,
+            priority: 'high',
+            onStepFailure: 'fail',
+            requires: { region: 'eu' },
+          },
         },
       ]);
   });
@@ -613,10 +669,10 @@ describe('CompleteStep', () => {
       .then([succeeded('r1', 1, 'a', 1)]);
   });
 
-  it('given a running step, when the owner reports failure, then StepFailed with the error', () => {
+  it('given a running step, when the owner reports a retryable failure of its first attempt, then StepFailed with the error and the delay to the next', () => {
     given([...ownedByR1, started('r1', 1, 'b', 2)])
       .when(fail('r1', 1, 'b'))
-      .then([failed('r1', 1, 'b', 2)]);
+      .then([retryingFailure('r1', 1, 'b', 2)]);
   });
 
   it('given a succeeded step, when the same completion is delivered again, then nothing happens', () => {
@@ -819,7 +875,7 @@ describe('CompleteStep with a restore point', () => {
   it('given a running step, when the owner reports failure with a checkpoint, then only StepFailed (no point after a failure)', () => {
     given([...ownedByR1, started('r1', 1, 'b', 2)])
       .when({ ...fail('r1', 1, 'b'), checkpoint: restorePoint })
-      .then([failed('r1', 1, 'b', 2)]);
+      .then([retryingFailure('r1', 1, 'b', 2)]);
   });
 
   it('given a succeeded step, when its success with a checkpoint is delivered again, then nothing happens', () => {
@@ -968,5 +1024,560 @@ describe('ExpireSession', () => {
 
   it('given an expired session, when close is requested, then nothing happens', () => {
     given(expiredByR1).when(requestClose()).thenNothingHappens();
+  });
+});
+
+// --- retries, dead letters, pauses and waits ---
+const TIMEOUT: StepError = { code: 'TIMEOUT', message: 'no #go within 15s' };
+const NO_SELECTOR: StepError = { code: 'SELECTOR_NOT_FOUND', message: 'no #go on the page' };
+
+/** A session under `policy` with step a (retry policy `retry`, or the default) and b, owned by r1 at epoch 1. */
+const ownedUnder = (policy: StepFailurePolicy, retry?: RetryPolicy): Given[] => [
+  {
+    event: {
+      type: 'SessionOpened',
+      data: {
+        labels: {},
+        browser: {},
+        idleTimeoutMs: null,
+        priority: 'normal',
+        onStepFailure: policy,
+        requires: {},
+      },
+    },
+    meta: {},
+  },
+  {
+    type: 'StepSubmitted',
+    data: { stepId: 'a', seq: 1, step: { action: 'click', selector: '#a', ...(retry ? { retry } : {}) } },
+  },
+  submitted('b', 2),
+  claimed('r1', 1),
+];
+const failWith = (error: StepError, stepId: string, attempt: number, commandId = 'cmd'): CompleteStep => ({
+  ...succeed('r1', 1, stepId, attempt),
+  commandId,
+  outcome: { status: 'failed', error },
+});
+const failure = (
+  stepId: string,
+  seq: number,
+  attempt: number,
+  error: StepError,
+  retryInMs: number | null,
+): SessionEvent => ({
+  type: 'StepFailed',
+  data: {
+    ...ref('r1', 1, stepId, seq, attempt),
+    error,
+    durationMs: 12,
+    final: retryInMs === null,
+    retryInMs,
+  },
+});
+/** Attempts 1..n of step a started and failed with TIMEOUT, each but the last with another attempt due. */
+const attemptsFailed = (n: number, final = false): SessionEvent[] =>
+  Array.from({ length: n }, (_, i) => [
+    started('r1', 1, 'a', 1, i + 1),
+    failure('a', 1, i + 1, TIMEOUT, final && i === n - 1 ? null : 1_000),
+  ]).flat();
+const deadLettered = (
+  stepId: string,
+  seq: number,
+  reason: 'attempts_exhausted' | 'not_retryable' | 'max_deliveries',
+  attempts: number,
+  error: StepError,
+): SessionEvent => ({ type: 'StepDeadLettered', data: { stepId, seq, reason, attempts, error } });
+const pausedFor = (stepId: string | null): SessionEvent => ({
+  type: 'SessionPaused',
+  data: stepId === null ? { reason: 'operator', stepId: null } : { reason: 'step_failed', stepId },
+});
+const retried = (stepId: string, seq: number): SessionEvent => ({
+  type: 'StepRetried',
+  data: { stepId, seq },
+});
+const pause = (): PauseSession => ({ ...base(), type: 'PauseSession' });
+const retryStep = (stepId: string): RetryStep => ({ ...base(), type: 'RetryStep', stepId });
+const deadLetter = (stepId: string, deliveries = 15): DeadLetterStep => ({
+  ...base(),
+  type: 'DeadLetterStep',
+  stepId,
+  deliveries,
+});
+const reportWaiting = (
+  robotId: string,
+  epoch: number,
+  stepId = 'a',
+  origin = 'https://shop.example',
+): ReportWaiting => ({
+  ...base(),
+  type: 'ReportWaiting',
+  robotId,
+  epoch,
+  stepId,
+  reason: 'ORIGIN_UNAVAILABLE',
+  origin,
+});
+const waiting = (stepId = 'a', origin = 'https://shop.example'): SessionEvent => ({
+  type: 'SessionWaiting',
+  data: { reason: 'ORIGIN_UNAVAILABLE', origin, stepId, robotId: 'r1', epoch: 1 },
+});
+
+/** The delay a decision put on its StepFailed; fails the test when the decision is anything else. */
+function retryInMsOf(history: Given[], command: SessionCommand): number | null {
+  const decision = decide(command, fold(history));
+  if (!decision.ok) throw new TypeError(`rejected: ${decision.rejection.code}`);
+  const [first, ...rest] = decision.events;
+  expect(rest).toEqual([]);
+  if (first?.type !== 'StepFailed') throw new TypeError(`decided ${first?.type}`);
+  expect(first.data.final).toBe(first.data.retryInMs === null);
+  return first.data.retryInMs;
+}
+
+describe('retrying a failed step', () => {
+  const exponential: RetryPolicy = { maxAttempts: 6, backoff: 'exponential', initialMs: 1_000, maxMs: 5_000 };
+
+  it('given a running first attempt, when it fails with a retryable code, then StepFailed is not final and names the delay', () => {
+    const history = [...ownedUnder('pause'), started('r1', 1, 'a', 1)];
+    const delay = retryInMsOf(history, failWith(TIMEOUT, 'a', 1));
+    given(history)
+      .when(failWith(TIMEOUT, 'a', 1))
+      .then([failure('a', 1, 1, TIMEOUT, delay)]);
+    expect(delay).toBeGreaterThanOrEqual(900);
+    expect(delay).toBeLessThanOrEqual(1_100);
+  });
+
+  it('given the same failure decided again with the same commandId, then the delay is the same', () => {
+    const history = [...ownedUnder('pause'), started('r1', 1, 'a', 1)];
+    const once = retryInMsOf(history, failWith(TIMEOUT, 'a', 1, 'complete-1'));
+    expect(retryInMsOf(history, failWith(TIMEOUT, 'a', 1, 'complete-1'))).toBe(once);
+  });
+
+  it('given many commands, when each decides a failure, then every delay is within ±10% of the backoff and they spread', () => {
+    const history = [...ownedUnder('pause', exponential), ...attemptsFailed(1), started('r1', 1, 'a', 1, 2)];
+    const delays = Array.from({ length: 50 }, (_, i) =>
+      retryInMsOf(history, failWith(TIMEOUT, 'a', 2, `c${i}`))!,
+    );
+    // Attempt 2 failed: the next waits initialMs * 2.
+    for (const delay of delays) {
+      expect(delay).toBeGreaterThanOrEqual(1_800);
+      expect(delay).toBeLessThanOrEqual(2_200);
+    }
+    expect(new Set(delays).size).toBeGreaterThan(10);
+  });
+
+  it.each([
+    [1, 1_000],
+    [2, 2_000],
+    [3, 4_000],
+  ])('given exponential backoff, when attempt %i fails, then the next waits about %i ms', (attempt, base) => {
+    const history = [
+      ...ownedUnder('pause', exponential),
+      ...attemptsFailed(attempt - 1),
+      started('r1', 1, 'a', 1, attempt),
+    ];
+    for (const seed of ['x', 'y', 'z']) {
+      const delay = retryInMsOf(history, failWith(TIMEOUT, 'a', attempt, seed))!;
+      expect(delay).toBeGreaterThanOrEqual(base * 0.9);
+      expect(delay).toBeLessThanOrEqual(base * 1.1);
+    }
+  });
+
+  it('given exponential backoff past its cap, when an attempt fails, then the delay never exceeds maxMs', () => {
+    const history = [...ownedUnder('pause', exponential), ...attemptsFailed(4), started('r1', 1, 'a', 1, 5)];
+    // 1 s doubled four times is 16 s: capped at 5 s.
+    for (let i = 0; i < 30; i++) {
+      const delay = retryInMsOf(history, failWith(TIMEOUT, 'a', 5, `c${i}`))!;
+      expect(delay).toBeGreaterThanOrEqual(4_500);
+      expect(delay).toBeLessThanOrEqual(5_000);
+    }
+  });
+
+  it('given fixed backoff, when a later attempt fails, then the delay stays about initialMs', () => {
+    const fixed: RetryPolicy = { maxAttempts: 5, backoff: 'fixed', initialMs: 2_000, maxMs: 30_000 };
+    const history = [...ownedUnder('pause', fixed), ...attemptsFailed(3), started('r1', 1, 'a', 1, 4)];
+    const delay = retryInMsOf(history, failWith(TIMEOUT, 'a', 4))!;
+    expect(delay).toBeGreaterThanOrEqual(1_800);
+    expect(delay).toBeLessThanOrEqual(2_200);
+  });
+
+  it('given a failure with another attempt due, when the owner starts the next attempt, then StepStarted counts it', () => {
+    given([...ownedUnder('pause'), ...attemptsFailed(1)])
+      .when(start('r1', 1, 'a', 2))
+      .then([started('r1', 1, 'a', 1, 2)]);
+  });
+
+  it('given a failure with another attempt due, when the same failure report is delivered again, then nothing happens', () => {
+    given([...ownedUnder('pause'), ...attemptsFailed(1)])
+      .when(failWith(TIMEOUT, 'a', 1))
+      .thenNothingHappens();
+  });
+
+  it('given a failure with another attempt due, when a late success of that attempt arrives, then nothing happens (the first result stands)', () => {
+    given([...ownedUnder('pause'), ...attemptsFailed(1)])
+      .when(succeed('r1', 1, 'a', 1))
+      .thenNothingHappens();
+  });
+
+  describe('the last attempt', () => {
+    const lastRunning = (policy: StepFailurePolicy): Given[] => [
+      ...ownedUnder(policy),
+      ...attemptsFailed(2),
+      started('r1', 1, 'a', 1, 3),
+    ];
+
+    it('given the pause policy, when the third attempt fails, then final StepFailed, StepDeadLettered attempts_exhausted and SessionPaused step_failed', () => {
+      given(lastRunning('pause'))
+        .when(failWith(TIMEOUT, 'a', 3))
+        .then([
+          failure('a', 1, 3, TIMEOUT, null),
+          deadLettered('a', 1, 'attempts_exhausted', 3, TIMEOUT),
+          pausedFor('a'),
+        ]);
+    });
+
+    it('given the fail policy, when the third attempt fails, then the session fails with the step and its error', () => {
+      given(lastRunning('fail'))
+        .when(failWith(TIMEOUT, 'a', 3))
+        .then([
+          failure('a', 1, 3, TIMEOUT, null),
+          deadLettered('a', 1, 'attempts_exhausted', 3, TIMEOUT),
+          { type: 'SessionFailed', data: { stepId: 'a', error: TIMEOUT } },
+        ]);
+    });
+
+    it('given the continue policy, when the third attempt fails, then the step is dead-lettered and nothing more', () => {
+      given(lastRunning('continue'))
+        .when(failWith(TIMEOUT, 'a', 3))
+        .then([failure('a', 1, 3, TIMEOUT, null), deadLettered('a', 1, 'attempts_exhausted', 3, TIMEOUT)]);
+    });
+
+    it('given a policy of one attempt, when the first attempt fails, then it is final at once', () => {
+      const once: RetryPolicy = { maxAttempts: 1, backoff: 'exponential', initialMs: 1_000, maxMs: 30_000 };
+      given([...ownedUnder('continue', once), started('r1', 1, 'a', 1)])
+        .when(failWith(TIMEOUT, 'a', 1))
+        .then([failure('a', 1, 1, TIMEOUT, null), deadLettered('a', 1, 'attempts_exhausted', 1, TIMEOUT)]);
+    });
+
+    it('given a session an operator paused while the step ran, when its last attempt fails, then no second pause', () => {
+      given([...lastRunning('pause'), pausedFor(null)])
+        .when(failWith(TIMEOUT, 'a', 3))
+        .then([failure('a', 1, 3, TIMEOUT, null), deadLettered('a', 1, 'attempts_exhausted', 3, TIMEOUT)]);
+    });
+  });
+
+  it('given a running first attempt, when it fails with SELECTOR_NOT_FOUND, then it is final at once as not_retryable', () => {
+    given([...ownedUnder('pause'), started('r1', 1, 'a', 1)])
+      .when(failWith(NO_SELECTOR, 'a', 1))
+      .then([
+        failure('a', 1, 1, NO_SELECTOR, null),
+        deadLettered('a', 1, 'not_retryable', 1, NO_SELECTOR),
+        pausedFor('a'),
+      ]);
+  });
+});
+
+describe('PauseSession', () => {
+  it('given an open session, when an operator pauses it, then SessionPaused by the operator for no step', () => {
+    given(ownedByR1)
+      .when(pause())
+      .then([pausedFor(null)]);
+  });
+
+  it('given a paused session, when it is paused again, then nothing happens', () => {
+    given([...ownedByR1, pausedFor(null)])
+      .when(pause())
+      .thenNothingHappens();
+  });
+
+  it.each(only('closing', 'needs_attention', 'cancelled', 'closed'))(
+    'given a %s session, when an operator pauses it, then ILLEGAL_TRANSITION',
+    (_status, history) => {
+      given(history).when(pause()).thenRejects('ILLEGAL_TRANSITION');
+    },
+  );
+});
+
+describe('a paused session', () => {
+  const pausedByOperator: Given[] = [...ownedByR1, started('r1', 1, 'a', 1), pausedFor(null)];
+
+  it('given a session an operator paused, when it is resumed, then SessionResumed with nothing to skip', () => {
+    given(pausedByOperator)
+      .when(resume())
+      .then([resumed([])]);
+  });
+
+  it('given a session paused for a failed step, when it is resumed, then SessionResumed (past the step)', () => {
+    given([
+      ...ownedUnder('pause'),
+      started('r1', 1, 'a', 1),
+      failure('a', 1, 1, NO_SELECTOR, null),
+      pausedFor('a'),
+    ])
+      .when(resume())
+      .then([resumed([])]);
+  });
+
+  it('given a paused session, when its owner starts the next step, then SESSION_PAUSED', () => {
+    given(pausedByOperator)
+      .when(start('r1', 1, 'b'))
+      .thenRejects('SESSION_PAUSED');
+  });
+
+  it('given a paused session, when its owner reports the step in hand started again, then nothing happens', () => {
+    given(pausedByOperator)
+      .when(start('r1', 1, 'a', 1))
+      .thenNothingHappens();
+  });
+
+  it('given a paused session, when its owner completes the step in hand, then StepSucceeded', () => {
+    given(pausedByOperator)
+      .when(succeed('r1', 1, 'a'))
+      .then([succeeded('r1', 1, 'a', 1)]);
+  });
+
+  it('given a paused session, when it is resumed, then the next step starts', () => {
+    given([...pausedByOperator, resumed([])])
+      .when(start('r1', 1, 'b'))
+      .then([started('r1', 1, 'b', 2)]);
+  });
+
+  it('given a paused session, when a close is requested, then ILLEGAL_TRANSITION', () => {
+    given(pausedByOperator).when(requestClose()).thenRejects('ILLEGAL_TRANSITION');
+  });
+
+  it('given a paused session, when its owner reports it idle, then SessionExpired', () => {
+    given(pausedByOperator)
+      .when(expire('r1', 1))
+      .then([expired('r1', 1)]);
+  });
+
+  it('given a paused session, when an operator cancels it, then SessionCancelled', () => {
+    given(pausedByOperator).when(cancel()).then([cancelled()]);
+  });
+
+  it('given a paused session, when steps are submitted, then they are queued for after the resume', () => {
+    given(pausedByOperator)
+      .when(submit(['c']))
+      .then([{ type: 'StepSubmitted', data: { stepId: 'c', seq: 3, step: click('#c') } }]);
+  });
+});
+
+describe('RetryStep', () => {
+  const failedForGood = (policy: StepFailurePolicy): Given[] => [
+    ...ownedUnder(policy),
+    ...attemptsFailed(3, true),
+    deadLettered('a', 1, 'attempts_exhausted', 3, TIMEOUT),
+  ];
+
+  it('given a step failed for good in an open session, when an operator retries it, then StepRetried', () => {
+    given(failedForGood('continue'))
+      .when(retryStep('a'))
+      .then([retried('a', 1)]);
+  });
+
+  it('given a session paused for the step, when an operator retries it, then StepRetried and SessionResumed', () => {
+    given([...failedForGood('pause'), pausedFor('a')])
+      .when(retryStep('a'))
+      .then([retried('a', 1), resumed([])]);
+  });
+
+  it('given a session an operator paused, when a failed step is retried, then StepRetried alone: it stays paused', () => {
+    given([...failedForGood('continue'), pausedFor(null)])
+      .when(retryStep('a'))
+      .then([retried('a', 1)]);
+  });
+
+  it.each([
+    ['queued', [] as SessionEvent[]],
+    ['running', [started('r1', 1, 'a', 1)]],
+    ['retrying', attemptsFailed(1)],
+    ['succeeded', [started('r1', 1, 'a', 1), succeeded('r1', 1, 'a', 1)]],
+  ])('given a %s step, when an operator retries it, then ILLEGAL_TRANSITION', (_status, events) => {
+    given([...ownedUnder('pause'), ...events])
+      .when(retryStep('a'))
+      .thenRejects('ILLEGAL_TRANSITION');
+  });
+
+  it('given a session, when an operator retries an unknown step, then STEP_NOT_FOUND', () => {
+    given(ownedByR1).when(retryStep('nope')).thenRejects('STEP_NOT_FOUND');
+  });
+
+  it('given a failed session, when an operator retries its failed step, then ILLEGAL_TRANSITION', () => {
+    given([...failedForGood('fail'), { type: 'SessionFailed', data: { stepId: 'a', error: TIMEOUT } }])
+      .when(retryStep('a'))
+      .thenRejects('ILLEGAL_TRANSITION');
+  });
+
+  it('given a retried step, when it is retried again before it ran, then ILLEGAL_TRANSITION (it is queued)', () => {
+    given([...failedForGood('continue'), retried('a', 1)])
+      .when(retryStep('a'))
+      .thenRejects('ILLEGAL_TRANSITION');
+  });
+
+  describe('after a retry, attempts count afresh', () => {
+    const afterRetry: Given[] = [...failedForGood('continue'), retried('a', 1)];
+
+    it('given a retried step, when its new message starts as delivery 1, then StepStarted attempt 4 (attempts only count up)', () => {
+      given(afterRetry)
+        .when(start('r1', 1, 'a', 1))
+        .then([started('r1', 1, 'a', 1, 4)]);
+    });
+
+    it('given a retried step, when its first new attempt fails with a retryable code, then another is due', () => {
+      const history = [...afterRetry, started('r1', 1, 'a', 1, 4)];
+      const delay = retryInMsOf(history, failWith(TIMEOUT, 'a', 4));
+      // The first attempt after the retry: the backoff starts again from initialMs.
+      expect(delay).toBeGreaterThanOrEqual(900);
+      expect(delay).toBeLessThanOrEqual(1_100);
+    });
+
+    it('given a retried step, when its third new attempt fails, then it is dead-lettered with 3 attempts', () => {
+      const history: Given[] = [
+        ...afterRetry,
+        started('r1', 1, 'a', 1, 4),
+        failure('a', 1, 4, TIMEOUT, 1_000),
+        started('r1', 1, 'a', 1, 5),
+        failure('a', 1, 5, TIMEOUT, 2_000),
+        started('r1', 1, 'a', 1, 6),
+      ];
+      given(history)
+        .when(failWith(TIMEOUT, 'a', 6))
+        .then([failure('a', 1, 6, TIMEOUT, null), deadLettered('a', 1, 'attempts_exhausted', 3, TIMEOUT)]);
+    });
+  });
+});
+
+describe('DeadLetterStep', () => {
+  const exhausted: StepError = {
+    code: 'DELIVERY_EXHAUSTED',
+    message: 'the step was delivered 15 times without a result',
+  };
+  const deliveryFailure = (attempt: number): SessionEvent => ({
+    type: 'StepFailed',
+    data: {
+      ...ref('r1', 1, 'a', 1, attempt),
+      error: exhausted,
+      durationMs: 0,
+      final: true,
+      retryInMs: null,
+    },
+  });
+
+  it('given a running step with no result, when the broker gives up on it, then final StepFailed DELIVERY_EXHAUSTED, StepDeadLettered max_deliveries and the pause', () => {
+    given([...ownedUnder('pause'), ...attemptsFailed(1), started('r1', 1, 'a', 1, 2)])
+      .when(deadLetter('a'))
+      .then([deliveryFailure(2), deadLettered('a', 1, 'max_deliveries', 2, exhausted), pausedFor('a')]);
+  });
+
+  it('given the fail policy, when the broker gives up on a step, then the session fails', () => {
+    given([...ownedUnder('fail'), started('r1', 1, 'a', 1)])
+      .when(deadLetter('a'))
+      .then([
+        deliveryFailure(1),
+        deadLettered('a', 1, 'max_deliveries', 1, exhausted),
+        { type: 'SessionFailed', data: { stepId: 'a', error: exhausted } },
+      ]);
+  });
+
+  it('given the continue policy, when the broker gives up on a step, then only the failure and the dead letter', () => {
+    given([...ownedUnder('continue'), started('r1', 1, 'a', 1)])
+      .when(deadLetter('a'))
+      .then([deliveryFailure(1), deadLettered('a', 1, 'max_deliveries', 1, exhausted)]);
+  });
+
+  it.each([
+    ['succeeded', [started('r1', 1, 'a', 1), succeeded('r1', 1, 'a', 1)]],
+    ['failed for good', attemptsFailed(3, true)],
+  ])(
+    'given a %s step, when the broker gives up on it, then nothing happens (the result is in)',
+    (_s, events) => {
+      given([...ownedUnder('pause'), ...events])
+        .when(deadLetter('a'))
+        .thenNothingHappens();
+    },
+  );
+
+  it('given a cancelled session, when the broker gives up on its step, then nothing happens', () => {
+    given([...ownedUnder('pause'), started('r1', 1, 'a', 1), cancelled()])
+      .when(deadLetter('a'))
+      .thenNothingHappens();
+  });
+
+  it('given a session, when the broker gives up on an unknown step, then STEP_NOT_FOUND', () => {
+    given(ownedByR1).when(deadLetter('nope')).thenRejects('STEP_NOT_FOUND');
+  });
+});
+
+describe('ReportWaiting', () => {
+  it('given the owner, when it holds the next step for an unavailable origin, then SessionWaiting', () => {
+    given(ownedByR1).when(reportWaiting('r1', 1)).then([waiting()]);
+  });
+
+  it('given a waiting session, when the same wait is reported again, then nothing happens', () => {
+    given([...ownedByR1, waiting()])
+      .when(reportWaiting('r1', 1))
+      .thenNothingHappens();
+  });
+
+  it('given a waiting session, when the wait moves to another origin, then SessionWaiting again', () => {
+    given([...ownedByR1, waiting()])
+      .when(reportWaiting('r1', 1, 'a', 'https://other.example'))
+      .then([waiting('a', 'https://other.example')]);
+  });
+
+  it('given a wait that a started step ended, when the same wait is reported, then SessionWaiting again', () => {
+    given([...ownedByR1, waiting(), started('r1', 1, 'a', 1)])
+      .when(reportWaiting('r1', 1))
+      .then([waiting()]);
+  });
+
+  it('given r2 took the session over, when r1 reports a wait at its old epoch, then STALE_EPOCH', () => {
+    given([...ownedByR1, claimed('r2', 2, 'r1')])
+      .when(reportWaiting('r1', 1))
+      .thenRejects('STALE_EPOCH');
+  });
+
+  it('given a session nobody claimed, when a robot reports a wait, then STALE_EPOCH', () => {
+    given(openWithSteps).when(reportWaiting('r1', 1)).thenRejects('STALE_EPOCH');
+  });
+
+  it.each(only('cancelled', 'closed', 'needs_attention'))(
+    'given a %s session, when its owner reports a wait, then nothing happens',
+    (_status, history) => {
+      given(history).when(reportWaiting('r1', 1)).thenNothingHappens();
+    },
+  );
+});
+
+describe('a failed session', () => {
+  const failedSession: Given[] = [
+    ...ownedUnder('fail'),
+    started('r1', 1, 'a', 1),
+    failure('a', 1, 1, NO_SELECTOR, null),
+    deadLettered('a', 1, 'not_retryable', 1, NO_SELECTOR),
+    { type: 'SessionFailed', data: { stepId: 'a', error: NO_SELECTOR } },
+  ];
+
+  it('given a failed session, when an operator cancels it, then ILLEGAL_TRANSITION', () => {
+    given(failedSession).when(cancel()).thenRejects('ILLEGAL_TRANSITION');
+  });
+
+  it.each([
+    ['claims it', claim('r2')],
+    ['pauses it', pause()],
+    ['resumes it', resume()],
+  ] as const)('given a failed session, when someone %s, then ILLEGAL_TRANSITION', (_what, command) => {
+    given(failedSession).when(command).thenRejects('ILLEGAL_TRANSITION');
+  });
+
+  it('given a failed session, when its owner starts the next step, then ILLEGAL_TRANSITION', () => {
+    given(failedSession)
+      .when(start('r1', 1, 'b'))
+      .thenRejects('ILLEGAL_TRANSITION');
+  });
+
+  it('given a failed session, when its owner reports it idle, then nothing happens', () => {
+    given(failedSession).when(expire('r1', 1)).thenNothingHappens();
   });
 });

@@ -1,6 +1,17 @@
 import type { SessionEvent, SessionEventMetadata } from '../events/sessionEvents.js';
 import type { StreamPlace } from '../eventStore/port.js';
+import { DEFAULT_RETRY_POLICY } from '../steps/stepSpec.js';
 import { isTerminal, type SessionState, type StepState } from './state.js';
+
+/** The state without the fields that belong to one status only (attention, pause). */
+function withoutStatusFields(state: Exclude<SessionState, { status: 'none' }>) {
+  const {
+    attention: _a,
+    pause: _p,
+    ...rest
+  } = state as typeof state & { attention?: unknown; pause?: unknown };
+  return rest;
+}
 
 function assertNever(x: never): never {
   return x;
@@ -26,6 +37,10 @@ export function evolve(
         tenantId: metadata.tenantId,
         browser: event.data.browser,
         idleTimeoutMs: event.data.idleTimeoutMs,
+        priority: event.data.priority,
+        onStepFailure: event.data.onStepFailure,
+        requires: event.data.requires,
+        waiting: null,
         epoch: 0,
         owner: null,
         lastSeq: 0,
@@ -48,6 +63,8 @@ export function evolve(
         replay: event.data.step.replay ?? 'safe',
         status: 'queued',
         attempts: 0,
+        retriedAt: 0,
+        retry: event.data.step.retry ?? DEFAULT_RETRY_POLICY,
         ...(place ? { submitted: { revision: place.revision, position: place.position } } : {}),
       };
       const submissions = { ...state.submissions };
@@ -80,15 +97,37 @@ export function evolve(
       if (state.status === 'none') return state;
       const step = state.steps[event.data.stepId];
       if (!step) return state;
-      const next: StepState =
-        event.type === 'StepStarted'
-          ? { ...step, status: 'running', attempts: Math.max(step.attempts, event.data.attempt) }
-          : {
-              ...step,
-              status: event.type === 'StepSucceeded' ? 'succeeded' : 'failed',
-              attempts: Math.max(step.attempts, event.data.attempt),
-            };
+      // A result is final: nothing after it (a late report of an older attempt) rewrites it.
+      if (step.status === 'succeeded' || step.status === 'failed') return state;
+      const attempts = Math.max(step.attempts, event.data.attempt);
+      let next: StepState;
+      if (event.type === 'StepStarted') next = { ...step, status: 'running', attempts };
+      else if (event.type === 'StepSucceeded') next = { ...step, status: 'succeeded', attempts };
+      else next = { ...step, status: event.data.final ? 'failed' : 'retrying', attempts };
+      const steps = { ...state.steps, [step.stepId]: next };
+      // A step starting means its target lets it through: whatever the session waited for is over.
+      return event.type === 'StepStarted' ? { ...state, steps, waiting: null } : { ...state, steps };
+    }
+    case 'StepDeadLettered':
+      return state;
+    case 'StepRetried': {
+      if (state.status === 'none') return state;
+      const step = state.steps[event.data.stepId];
+      if (!step || step.status !== 'failed') return state;
+      const next: StepState = { ...step, status: 'queued', retriedAt: step.attempts };
       return { ...state, steps: { ...state.steps, [step.stepId]: next } };
+    }
+    case 'SessionPaused': {
+      if (state.status !== 'open') return state;
+      return { ...state, status: 'paused', pause: { reason: event.data.reason, stepId: event.data.stepId } };
+    }
+    case 'SessionFailed':
+      if (state.status === 'none' || isTerminal(state)) return state;
+      return { ...withoutStatusFields(state), status: 'failed', waiting: null };
+    case 'SessionWaiting': {
+      if (state.status === 'none' || isTerminal(state)) return state;
+      const { reason, origin, stepId } = event.data;
+      return { ...state, waiting: { reason, origin, stepId } };
     }
     case 'SessionCheckpointed': {
       if (state.status === 'none') return state;
@@ -109,20 +148,19 @@ export function evolve(
       };
     }
     case 'SessionResumed': {
+      if (state.status === 'paused') return { ...withoutStatusFields(state), status: 'open' };
       if (state.status !== 'needs_attention') return state;
-      const { attention: _attention, ...rest } = state;
       const skips = new Set([...state.replaySkips, ...event.data.skipReplay]);
-      return { ...rest, status: state.attention.resumeTo, replaySkips: [...skips] };
+      return { ...withoutStatusFields(state), status: state.attention.resumeTo, replaySkips: [...skips] };
     }
     case 'SessionCancelled': {
       if (state.status === 'none' || isTerminal(state)) return state;
-      const { attention: _attention, ...rest } = state as typeof state & { attention?: unknown };
-      return { ...rest, status: 'cancelled' };
+      return { ...withoutStatusFields(state), status: 'cancelled', waiting: null };
     }
     case 'SessionExpired': {
       // A session waiting for an operator is not expired: it waits for a decision, not for work.
-      if (state.status !== 'open' && state.status !== 'closing') return state;
-      return { ...state, status: 'expired' };
+      if (state.status !== 'open' && state.status !== 'closing' && state.status !== 'paused') return state;
+      return { ...withoutStatusFields(state), status: 'expired', waiting: null };
     }
     case 'SessionCloseRequested':
       if (state.status !== 'open') return state;
@@ -130,8 +168,7 @@ export function evolve(
     case 'SessionClosed': {
       if (state.status === 'none' || isTerminal(state)) return state;
       // The owner stays recorded so that its duplicate ConfirmClose or late report decides to nothing, not STALE_EPOCH.
-      const { attention: _attention, ...rest } = state as typeof state & { attention?: unknown };
-      return { ...rest, status: 'closed' };
+      return { ...withoutStatusFields(state), status: 'closed', waiting: null };
     }
     default:
       return assertNever(event);

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { decodeSessionEvent } from '../events/codec.js';
 import type { SessionEvent, SessionEventMetadata } from '../events/sessionEvents.js';
 import type { RecordedEvent } from '../eventStore/port.js';
+import { DEFAULT_RETRY_POLICY } from '../steps/stepSpec.js';
 import { evolve } from './evolve.js';
 import { initialState, type SessionState } from './state.js';
 
@@ -17,7 +18,14 @@ function given(events: Array<SessionEvent | [SessionEvent, Partial<Meta>]>): Ses
 
 const opened: SessionEvent = {
   type: 'SessionOpened',
-  data: { labels: {}, browser: {}, idleTimeoutMs: null },
+  data: {
+    labels: {},
+    browser: {},
+    idleTimeoutMs: null,
+    priority: 'normal',
+    onStepFailure: 'continue',
+    requires: {},
+  },
 };
 const submitted = (stepId: string, seq: number): SessionEvent => ({
   type: 'StepSubmitted',
@@ -38,7 +46,13 @@ const succeeded = (stepId: string, attempt = 1): SessionEvent => ({
 });
 const failed = (stepId: string, attempt = 1): SessionEvent => ({
   type: 'StepFailed',
-  data: { ...ref(stepId, attempt), error: { code: 'INTERNAL', message: 'x' }, durationMs: 5 },
+  data: {
+    ...ref(stepId, attempt),
+    error: { code: 'INTERNAL', message: 'x' },
+    durationMs: 5,
+    final: true,
+    retryInMs: null,
+  },
 });
 const closeRequested: SessionEvent = { type: 'SessionCloseRequested', data: { reason: null } };
 const closed: SessionEvent = { type: 'SessionClosed', data: { robotId: 'r1', epoch: 1 } };
@@ -71,6 +85,41 @@ const expired: SessionEvent = {
   data: { reason: 'idle', idleMs: 1_600, robotId: 'r1', epoch: 1 },
 };
 
+const retryingFailure = (stepId: string, attempt = 1, retryInMs = 1_000): SessionEvent => ({
+  type: 'StepFailed',
+  data: {
+    ...ref(stepId, attempt),
+    error: { code: 'TIMEOUT', message: 'x' },
+    durationMs: 5,
+    final: false,
+    retryInMs,
+  },
+});
+const deadLettered = (stepId: string, attempts = 3): SessionEvent => ({
+  type: 'StepDeadLettered',
+  data: {
+    stepId,
+    seq: 1,
+    reason: 'attempts_exhausted',
+    attempts,
+    error: { code: 'TIMEOUT', message: 'x' },
+  },
+});
+const retried = (stepId: string): SessionEvent => ({ type: 'StepRetried', data: { stepId, seq: 1 } });
+const paused = (): SessionEvent => ({ type: 'SessionPaused', data: { reason: 'operator', stepId: null } });
+const pausedFor = (stepId: string): SessionEvent => ({
+  type: 'SessionPaused',
+  data: { reason: 'step_failed', stepId },
+});
+const sessionFailed = (stepId: string): SessionEvent => ({
+  type: 'SessionFailed',
+  data: { stepId, error: { code: 'TIMEOUT', message: 'x' } },
+});
+const waiting = (stepId: string, origin = 'https://example.com'): SessionEvent => ({
+  type: 'SessionWaiting',
+  data: { reason: 'ORIGIN_UNAVAILABLE', origin, stepId, robotId: 'r1', epoch: 1 },
+});
+
 describe('evolve', () => {
   it('SessionOpened starts an open session owned by the tenant in the metadata', () => {
     expect(given([[opened, { idempotencyKey: 'k', requestHash: 'h' }]])).toEqual({
@@ -79,6 +128,10 @@ describe('evolve', () => {
       tenantId: 't1',
       browser: opened.data.browser,
       idleTimeoutMs: null,
+      priority: 'normal',
+      onStepFailure: 'continue',
+      requires: {},
+      waiting: null,
       epoch: 0,
       owner: null,
       lastSeq: 0,
@@ -188,6 +241,14 @@ describe('evolve', () => {
     cancelled,
     closeRequested,
     closed,
+    retryingFailure('a'),
+    deadLettered('a'),
+    retried('a'),
+    paused(),
+    pausedFor('a'),
+    sessionFailed('a'),
+    waiting('a'),
+    expired,
   ];
   const everyStatus: Record<string, SessionState> = {
     none: initialState(),
@@ -196,6 +257,9 @@ describe('evolve', () => {
     needs_attention: given([opened, needsAttention()]),
     cancelled: given([opened, cancelled]),
     closed: given([opened, closeRequested, closed]),
+    paused: given([opened, paused()]),
+    failed: given([opened, sessionFailed('a')]),
+    expired: given([opened, expired]),
   };
 
   it.each(Object.entries(everyStatus))(
@@ -321,7 +385,17 @@ describe('evolve', () => {
   it('a recorded history, as stored, decodes and folds to the same state it did when written', () => {
     // Stored payloads are kept verbatim here so that a schema change that cannot read them fails this test.
     const stored = [
-      ['SessionOpened', { labels: { team: 'ops' }, browser: { locale: 'de-DE' }, idleTimeoutMs: 60000 }],
+      [
+        'SessionOpened',
+        {
+          labels: { team: 'ops' },
+          browser: { locale: 'de-DE' },
+          idleTimeoutMs: 60000,
+          priority: 'normal',
+          onStepFailure: 'continue',
+          requires: {},
+        },
+      ],
       ['StepSubmitted', { stepId: 'a', seq: 1, step: { action: 'navigate', url: 'https://example.com/' } }],
       ['StepSubmitted', { stepId: 'b', seq: 2, step: { action: 'click', selector: '#go', replay: 'never' } }],
       ['SessionClaimed', { robotId: 'r1', epoch: 1, previousRobotId: null }],
@@ -380,7 +454,14 @@ describe('evolve: expiry', () => {
   it('given a session opened with an idle timeout, then the state holds it', () => {
     const withTimeout: SessionEvent = {
       type: 'SessionOpened',
-      data: { labels: {}, browser: {}, idleTimeoutMs: 1_500 },
+      data: {
+        labels: {},
+        browser: {},
+        idleTimeoutMs: 1_500,
+        priority: 'normal',
+        onStepFailure: 'continue',
+        requires: {},
+      },
     };
     expect(given([withTimeout])).toMatchObject({ status: 'open', idleTimeoutMs: 1_500 });
   });
@@ -410,5 +491,139 @@ describe('evolve: expiry', () => {
   it('given an expired session, when SessionClosed or SessionCancelled arrive late, then it stays expired', () => {
     const state = given([opened, claimed('r1', 1), expired]);
     expect(evolve(evolve(state, closed, meta), cancelled, meta)).toBe(state);
+  });
+});
+
+describe('evolve: retries, dead letters, pauses, failures and waits', () => {
+  const withStep = (...events: SessionEvent[]) =>
+    given([opened, submitted('a', 1), claimed('r1', 1), ...events]);
+  const stepA = (state: SessionState) => (state.status === 'none' ? undefined : state.steps.a);
+
+  it('SessionOpened keeps the priority, failure policy and requirements', () => {
+    const state = given([
+      {
+        ...opened,
+        data: { ...opened.data, priority: 'high', onStepFailure: 'fail', requires: { gpu: 'yes' } },
+      },
+    ]);
+    expect(state).toMatchObject({
+      priority: 'high',
+      onStepFailure: 'fail',
+      requires: { gpu: 'yes' },
+      waiting: null,
+    });
+  });
+
+  it('StepSubmitted keeps the step retry policy, or the default, and no retry yet', () => {
+    const retry = { maxAttempts: 5, backoff: 'fixed', initialMs: 200, maxMs: 200 } as const;
+    const state = given([
+      opened,
+      submitted('a', 1),
+      { type: 'StepSubmitted', data: { stepId: 'b', seq: 2, step: { action: 'checkpoint', retry } } },
+    ]);
+    expect(state.status !== 'none' && [state.steps.a, state.steps.b]).toMatchObject([
+      { retry: DEFAULT_RETRY_POLICY, retriedAt: 0 },
+      { retry, retriedAt: 0 },
+    ]);
+  });
+
+  it('a StepFailed that is not final leaves the step retrying, then StepStarted runs it again', () => {
+    const retrying = withStep(started('a', 1), retryingFailure('a', 1));
+    expect(stepA(retrying)).toMatchObject({ status: 'retrying', attempts: 1 });
+    expect(stepA(evolve(retrying, started('a', 2), meta))).toMatchObject({ status: 'running', attempts: 2 });
+    expect(stepA(evolve(retrying, succeeded('a', 2), meta))).toMatchObject({
+      status: 'succeeded',
+      attempts: 2,
+    });
+  });
+
+  it('a final StepFailed fails the step for good: nothing after it rewrites it', () => {
+    const state = withStep(started('a', 1), failed('a', 1));
+    expect(stepA(state)).toMatchObject({ status: 'failed' });
+    for (const late of [started('a', 2), succeeded('a', 2), retryingFailure('a', 2)])
+      expect(evolve(state, late, meta)).toBe(state);
+  });
+
+  it('StepDeadLettered leaves the state as it was (the final StepFailed already failed the step)', () => {
+    const state = withStep(started('a', 3), failed('a', 3));
+    expect(evolve(state, deadLettered('a'), meta)).toBe(state);
+  });
+
+  it('StepRetried queues a failed step again and remembers how many attempts it had then', () => {
+    const state = withStep(started('a', 3), failed('a', 3), retried('a'));
+    expect(stepA(state)).toMatchObject({ status: 'queued', attempts: 3, retriedAt: 3 });
+  });
+
+  it('StepRetried of a step that is not failed is ignored', () => {
+    for (const history of [[], [started('a', 1)], [started('a', 1), retryingFailure('a', 1)]]) {
+      const state = withStep(...history);
+      expect(evolve(state, retried('a'), meta)).toBe(state);
+    }
+  });
+
+  it('SessionPaused pauses an open session with its reason and step; only an open one', () => {
+    expect(withStep(paused())).toMatchObject({
+      status: 'paused',
+      pause: { reason: 'operator', stepId: null },
+    });
+    expect(withStep(pausedFor('a'))).toMatchObject({
+      status: 'paused',
+      pause: { reason: 'step_failed', stepId: 'a' },
+    });
+    const closing = withStep(closeRequested);
+    expect(evolve(closing, paused(), meta)).toBe(closing);
+    const pausedOnce = withStep(paused());
+    expect(evolve(pausedOnce, pausedFor('a'), meta)).toBe(pausedOnce);
+  });
+
+  it('SessionResumed opens a paused session and drops the pause; nothing is skipped', () => {
+    const state = withStep(pausedFor('a'), resumed([]));
+    expect(state).toMatchObject({ status: 'open', replaySkips: [] });
+    expect(state).not.toHaveProperty('pause');
+  });
+
+  it.each([
+    ['open', []],
+    ['paused', [paused()]],
+    ['closing', [closeRequested]],
+    ['needs_attention', [needsAttention()]],
+  ] as const)('SessionFailed fails a %s session for good and drops what its status held', (_s, history) => {
+    const state = withStep(waiting('a'), ...history, sessionFailed('a'));
+    expect(state).toMatchObject({ status: 'failed', waiting: null, owner: { robotId: 'r1', epoch: 1 } });
+    expect(state).not.toHaveProperty('pause');
+    expect(state).not.toHaveProperty('attention');
+  });
+
+  it.each([
+    ['closed', [closeRequested, closed]],
+    ['cancelled', [cancelled]],
+    ['expired', [expired]],
+    ['failed', [sessionFailed('a')]],
+  ] as const)('given a %s session, when SessionFailed, then nothing changes', (_s, history) => {
+    const state = withStep(...history);
+    expect(evolve(state, sessionFailed('a'), meta)).toBe(state);
+  });
+
+  it('SessionWaiting records the wait; the next StepStarted ends it', () => {
+    const state = withStep(waiting('a'));
+    expect(state).toMatchObject({
+      waiting: { reason: 'ORIGIN_UNAVAILABLE', origin: 'https://example.com', stepId: 'a' },
+    });
+    expect(evolve(state, started('a'), meta)).toMatchObject({ waiting: null });
+  });
+
+  it('SessionWaiting on a session that is over is ignored', () => {
+    const state = withStep(cancelled);
+    expect(evolve(state, waiting('a'), meta)).toBe(state);
+  });
+
+  it.each([
+    ['cancelled', cancelled],
+    ['expired', expired],
+    ['closed', closed],
+  ] as const)('a paused session ends %s without its pause or wait', (status, end) => {
+    const state = withStep(waiting('a'), paused(), end);
+    expect(state).toMatchObject({ status, waiting: null });
+    expect(state).not.toHaveProperty('pause');
   });
 });

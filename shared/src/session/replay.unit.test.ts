@@ -9,7 +9,7 @@ import type { RecordedEvent } from '../eventStore/port.js';
 import { SessionDocument } from '../readModel/sessionDocument.js';
 import { applyToDocument } from '../readModel/sessionProjection.js';
 import { evolve } from './evolve.js';
-import { initialState, type SessionState } from './state.js';
+import { initialState, isFinished, type SessionState, type StepState } from './state.js';
 import { stateHash } from './stateHash.js';
 
 // Recorded session streams, replayed. Each fixture in shared/test/fixtures/streams was written by
@@ -146,8 +146,20 @@ describe.each(fixtures.map((f) => [f.name, f] as const))('the recorded %s stream
         url: state.checkpoint.url,
       },
     });
+    // The read model shows the steps a session ended (cancelled, expired, failed) before they finished as
+    // cancelled; the aggregate keeps their last status, as nothing decides on them any more.
+    const ended = state.status === 'cancelled' || state.status === 'expired' || state.status === 'failed';
+    const shown = (step: StepState) => (ended && !isFinished(step) ? 'cancelled' : step.status);
     expect(doc.steps.map((s) => [s.stepId, s.seq, s.status, s.attempts])).toEqual(
-      state.order.map((id) => [id, state.steps[id]!.seq, state.steps[id]!.status, state.steps[id]!.attempts]),
+      state.order.map((id) => [id, state.steps[id]!.seq, shown(state.steps[id]!), state.steps[id]!.attempts]),
     );
+  });
+
+  it('was opened by a v1 SessionOpened that reads as v2 with the documented defaults', () => {
+    // Recorded before priorities and failure policies existed: these streams keep the upcasters exercised.
+    expect(fixture.events[0]).toMatchObject({ type: 'SessionOpened', metadata: { schemaVersion: 1 } });
+    const opened = decodeAll(fixture)[0]!;
+    expect(opened.metadata.schemaVersion).toBe(CURRENT_SCHEMA_VERSION.SessionOpened);
+    expect(opened.event.data).toMatchObject({ priority: 'normal', onStepFailure: 'continue', requires: {} });
   });
 });

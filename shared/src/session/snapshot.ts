@@ -1,8 +1,15 @@
 import { gunzip, gzip } from 'node:zlib';
 import { z } from 'zod';
-import { AttentionCode, BrowserOptions } from '../events/sessionEvents.js';
+import {
+  AttentionCode,
+  BrowserOptions,
+  PauseReason,
+  SessionPriority,
+  StepFailurePolicy,
+  WaitReason,
+} from '../events/sessionEvents.js';
 import { sessionStreamId } from '../events/codec.js';
-import { STEP_ACTIONS, type StepAction } from '../steps/stepSpec.js';
+import { RetryPolicy, STEP_ACTIONS, type StepAction } from '../steps/stepSpec.js';
 import type { SessionState } from './state.js';
 
 const gzipAsync = (json: string) =>
@@ -18,7 +25,7 @@ const gunzipAsync = (bytes: Uint8Array, maxOutputLength: number) =>
  * Format of a stored snapshot. Bump it whenever SessionState's shape or what `evolve` makes of a stream changes:
  * snapshots of any other format are ignored (the session is folded from its events), so none is ever misread.
  */
-export const SNAPSHOT_FORMAT = 2;
+export const SNAPSHOT_FORMAT = 3;
 
 /** A session's folded state as of one revision of its stream: loading starts here and reads only what follows. */
 export interface SessionSnapshot {
@@ -50,8 +57,10 @@ const StepStateSchema = z.strictObject({
   seq: z.number().int().positive(),
   action: z.enum(STEP_ACTIONS as [StepAction, ...StepAction[]]),
   replay: z.enum(['safe', 'never']),
-  status: z.enum(['queued', 'running', 'succeeded', 'failed']),
+  status: z.enum(['queued', 'running', 'retrying', 'succeeded', 'failed']),
   attempts: Counter,
+  retriedAt: Counter,
+  retry: RetryPolicy,
   submitted: z.strictObject({ revision: Counter, position: Counter }).optional(),
 });
 
@@ -60,6 +69,10 @@ const existing = {
   tenantId: Id,
   browser: BrowserOptions,
   idleTimeoutMs: z.number().int().positive().nullable(),
+  priority: SessionPriority,
+  onStepFailure: StepFailurePolicy,
+  requires: z.record(z.string(), z.string()),
+  waiting: z.strictObject({ reason: WaitReason, origin: z.string(), stepId: Id }).nullable(),
   epoch: Counter,
   owner: z.strictObject({ robotId: Id, epoch: Counter }).nullable(),
   lastSeq: Counter,
@@ -84,6 +97,11 @@ const SessionStateSchema: z.ZodType<SessionState> = z.discriminatedUnion('status
   z.strictObject({ ...existing, status: z.literal('closing') }),
   z.strictObject({
     ...existing,
+    status: z.literal('paused'),
+    pause: z.strictObject({ reason: PauseReason, stepId: Id.nullable() }),
+  }),
+  z.strictObject({
+    ...existing,
     status: z.literal('needs_attention'),
     attention: z.strictObject({
       code: AttentionCode,
@@ -95,6 +113,7 @@ const SessionStateSchema: z.ZodType<SessionState> = z.discriminatedUnion('status
   z.strictObject({ ...existing, status: z.literal('closed') }),
   z.strictObject({ ...existing, status: z.literal('cancelled') }),
   z.strictObject({ ...existing, status: z.literal('expired') }),
+  z.strictObject({ ...existing, status: z.literal('failed') }),
 ]);
 
 const SessionSnapshotSchema = z.strictObject({

@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { decodeSessionEvent, type RecordedSessionEvent } from '../events/codec.js';
+import { decodeSessionEvent, sessionStreamId, type RecordedSessionEvent } from '../events/codec.js';
+import type { SessionEvent } from '../events/sessionEvents.js';
 import { foldRecorded } from './commandHandler.js';
 import {
   decodeSnapshot,
@@ -13,7 +14,8 @@ import {
   type SessionSnapshot,
 } from './snapshot.js';
 import { InMemorySnapshotStore } from './snapshotMemory.js';
-import { initialState } from './state.js';
+import { evolve } from './evolve.js';
+import { initialState, type SessionState } from './state.js';
 
 const FIXTURE_DIR = fileURLToPath(new URL('../../test/fixtures/streams/', import.meta.url));
 
@@ -141,5 +143,152 @@ describe('session snapshots', () => {
     expect(await store.get(STREAM)).toBeNull();
     store.putRaw(STREAM, 'garbage');
     expect(await store.get(STREAM)).toBeNull();
+  });
+});
+
+describe('session snapshots of retries, pauses, failures and waits', () => {
+  const SESSION = 'retrying-session';
+  const streamId = sessionStreamId(SESSION);
+  const ref = (attempt: number) => ({ stepId: 'a', seq: 1, attempt, robotId: 'r1', epoch: 1 });
+  const timeout = { code: 'TIMEOUT', message: 'no answer' } as const;
+  const history: SessionEvent[] = [
+    {
+      type: 'SessionOpened',
+      data: {
+        labels: {},
+        browser: {},
+        idleTimeoutMs: 60_000,
+        priority: 'high',
+        onStepFailure: 'pause',
+        requires: { region: 'eu', gpu: 'yes' },
+      },
+    },
+    {
+      type: 'StepSubmitted',
+      data: {
+        stepId: 'a',
+        seq: 1,
+        step: {
+          action: 'navigate',
+          url: 'https://example.com/',
+          retry: { maxAttempts: 2, backoff: 'fixed', initialMs: 500, maxMs: 500 },
+        },
+      },
+    },
+    { type: 'StepSubmitted', data: { stepId: 'b', seq: 2, step: { action: 'checkpoint' } } },
+    { type: 'SessionClaimed', data: { robotId: 'r1', epoch: 1, previousRobotId: null } },
+  ];
+  /** The state after `history` and then `more`, folded with each event's place, as the command handler folds. */
+  const fold = (...more: SessionEvent[]): SessionState =>
+    [...history, ...more].reduce<SessionState>(
+      (state, event, i) =>
+        evolve(state, event, { sessionId: SESSION, tenantId: 't1' }, { revision: i, position: 100 + i }),
+      initialState(),
+    );
+  const started = (attempt: number): SessionEvent => ({ type: 'StepStarted', data: ref(attempt) });
+  const failed = (attempt: number, final: boolean): SessionEvent => ({
+    type: 'StepFailed',
+    data: { ...ref(attempt), error: timeout, durationMs: 3, final, retryInMs: final ? null : 500 },
+  });
+  const waiting: SessionEvent = {
+    type: 'SessionWaiting',
+    data: {
+      reason: 'ORIGIN_UNAVAILABLE',
+      origin: 'https://example.com',
+      stepId: 'a',
+      robotId: 'r1',
+      epoch: 1,
+    },
+  };
+  const failedForGood = [started(1), failed(1, false), started(2), failed(2, true)];
+  const states: Array<[string, SessionState]> = [
+    ['a retrying step while the session waits', fold(started(1), failed(1, false), waiting)],
+    [
+      'a session paused by an operator',
+      fold(started(1), { type: 'SessionPaused', data: { reason: 'operator', stepId: null } }),
+    ],
+    [
+      'a session paused for a step that failed for good',
+      fold(...failedForGood, { type: 'SessionPaused', data: { reason: 'step_failed', stepId: 'a' } }),
+    ],
+    [
+      'a step retried by an operator',
+      fold(...failedForGood, { type: 'StepRetried', data: { stepId: 'a', seq: 1 } }),
+    ],
+    [
+      'a failed session',
+      fold(...failedForGood, { type: 'SessionFailed', data: { stepId: 'a', error: timeout } }),
+    ],
+    [
+      'an expired session that was paused',
+      fold(
+        { type: 'SessionPaused', data: { reason: 'operator', stepId: null } },
+        { type: 'SessionExpired', data: { reason: 'idle', idleMs: 61_000, robotId: 'r1', epoch: 1 } },
+      ),
+    ],
+  ];
+  const snapshotOf = (state: SessionState): SessionSnapshot => ({
+    v: SNAPSHOT_FORMAT,
+    streamId,
+    version: 9,
+    position: 109,
+    state,
+  });
+
+  it('folds each history to the status and fields it is meant to show', () => {
+    const [retrying, byOperator, forStep, retried, failedSession, expired] = states.map(([, s]) => s);
+    expect(retrying).toMatchObject({
+      status: 'open',
+      priority: 'high',
+      requires: { region: 'eu', gpu: 'yes' },
+      waiting: { reason: 'ORIGIN_UNAVAILABLE', stepId: 'a' },
+      steps: { a: { status: 'retrying', attempts: 1, retry: { maxAttempts: 2, backoff: 'fixed' } } },
+    });
+    expect(byOperator).toMatchObject({ status: 'paused', pause: { reason: 'operator', stepId: null } });
+    expect(forStep).toMatchObject({ status: 'paused', pause: { reason: 'step_failed', stepId: 'a' } });
+    expect(retried).toMatchObject({ steps: { a: { status: 'queued', attempts: 2, retriedAt: 2 } } });
+    expect(failedSession).toMatchObject({ status: 'failed', steps: { a: { status: 'failed' } } });
+    expect(expired).toMatchObject({ status: 'expired' });
+  });
+
+  it.each(states)('stores and reads back %s', async (_name, state) => {
+    const snapshot = snapshotOf(state);
+    expect(await decodeSnapshot(await encodeSnapshot(snapshot), streamId)).toEqual({ ok: true, snapshot });
+  });
+
+  it('ignores a snapshot whose new fields fail the schema, naming the field', () => {
+    const [retrying, byOperator] = states.map(([, s]) => structuredClone(s));
+    if (retrying!.status === 'none' || byOperator!.status !== 'paused')
+      throw new TypeError('unexpected states');
+    const broken = (mutate: (state: Record<string, unknown>) => void, from = retrying!) => {
+      const state = structuredClone(from) as unknown as Record<string, unknown>;
+      mutate(state);
+      return reasonOf(snapshotOf(state as unknown as SessionState), streamId);
+    };
+    expect(broken((s) => (s.priority = 'urgent'))).toContain('state.priority');
+    expect(broken((s) => (s.onStepFailure = 'retry'))).toContain('state.onStepFailure');
+    expect(broken((s) => delete s.requires)).toContain('state.requires');
+    expect(broken((s) => ((s.waiting as { reason: string }).reason = 'BUSY'))).toContain(
+      'state.waiting.reason',
+    );
+    expect(
+      broken(
+        (s) => ((s.steps as Record<string, { retry: { maxAttempts: number } }>).a!.retry.maxAttempts = 11),
+      ),
+    ).toContain('state.steps.a.retry.maxAttempts');
+    expect(
+      broken((s) => ((s.steps as Record<string, { status: string }>).a!.status = 'cancelled')),
+    ).toContain('state.steps.a.status');
+    expect(broken((s) => delete (s.steps as Record<string, { retriedAt?: number }>).a!.retriedAt)).toContain(
+      'state.steps.a.retriedAt',
+    );
+    // A paused state without its pause, or an open one that carries a pause, is no state a fold makes.
+    expect(broken((s) => delete s.pause, byOperator)).toContain('state');
+    expect(broken((s) => (s.pause = { reason: 'operator', stepId: null }))).toContain('state');
+  });
+
+  it('ignores a snapshot of format 2, written before these fields existed', () => {
+    expect(SNAPSHOT_FORMAT).toBe(3);
+    expect(reasonOf({ ...snapshotOf(states[0]![1]), v: 2 }, streamId)).toBe('format 2');
   });
 });

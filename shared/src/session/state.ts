@@ -1,8 +1,16 @@
-import type { AttentionCode, BrowserOptions } from '../events/sessionEvents.js';
+import type {
+  AttentionCode,
+  BrowserOptions,
+  PauseReason,
+  SessionPriority,
+  StepFailurePolicy,
+  WaitReason,
+} from '../events/sessionEvents.js';
 import type { StreamPlace } from '../eventStore/port.js';
-import type { StepAction } from '../steps/stepSpec.js';
+import type { RetryPolicy, StepAction } from '../steps/stepSpec.js';
 
-export type StepStatus = 'queued' | 'running' | 'succeeded' | 'failed';
+/** retrying: an attempt failed and the next one is due; failed: failed for good (dead-lettered). */
+export type StepStatus = 'queued' | 'running' | 'retrying' | 'succeeded' | 'failed';
 
 export interface StepState {
   stepId: string;
@@ -10,7 +18,11 @@ export interface StepState {
   action: StepAction;
   replay: 'safe' | 'never';
   status: StepStatus;
+  /** Attempts started, ever. */
   attempts: number;
+  /** `attempts` when an operator last retried the step: the policy counts the attempts after it. */
+  retriedAt: number;
+  retry: RetryPolicy;
   /**
    * Where its StepSubmitted is in the stream, so that its spec can be read back without reading the whole stream.
    * Absent when the fold was not told where events are (evolve called without their place).
@@ -44,12 +56,30 @@ export interface Attention {
   resumeTo: 'open' | 'closing';
 }
 
+/** Why the session is paused; `stepId`: the step that failed for good, when that is why. */
+export interface Pause {
+  reason: PauseReason;
+  stepId: string | null;
+}
+
+/** The owner holds the next step without attempting it. */
+export interface Waiting {
+  reason: WaitReason;
+  origin: string;
+  stepId: string;
+}
+
 interface Existing {
   sessionId: string;
   tenantId: string;
   browser: BrowserOptions;
   /** How long the session may sit without activity before its owner expires it; null: never. */
   idleTimeoutMs: number | null;
+  priority: SessionPriority;
+  onStepFailure: StepFailurePolicy;
+  requires: Record<string, string>;
+  /** Set while the owner holds the next step because its target is unavailable; cleared when a step starts. */
+  waiting: Waiting | null;
   /** Highest epoch ever claimed; 0 before the first claim. */
   epoch: number;
   owner: Owner | null;
@@ -69,17 +99,29 @@ export type SessionState =
   | { status: 'none' }
   | (Existing & { status: 'open' })
   | (Existing & { status: 'closing' })
+  | (Existing & { status: 'paused'; pause: Pause })
   | (Existing & { status: 'needs_attention'; attention: Attention })
   | (Existing & { status: 'closed' })
   | (Existing & { status: 'cancelled' })
-  | (Existing & { status: 'expired' });
+  | (Existing & { status: 'expired' })
+  | (Existing & { status: 'failed' });
 
 export type SessionStatus = SessionState['status'];
 
 /** The state of a session that has no events yet. */
 export const initialState = (): SessionState => ({ status: 'none' });
 
-/** Closed, cancelled and expired sessions are over: nothing runs in them again. */
+/** Closed, cancelled, expired and failed sessions are over: nothing runs in them again. */
 export function isTerminal(state: SessionState): boolean {
-  return state.status === 'closed' || state.status === 'cancelled' || state.status === 'expired';
+  return (
+    state.status === 'closed' ||
+    state.status === 'cancelled' ||
+    state.status === 'expired' ||
+    state.status === 'failed'
+  );
+}
+
+/** True once the step has a result for good: succeeded, or failed with no attempt to come. */
+export function isFinished(step: StepState): boolean {
+  return step.status === 'succeeded' || step.status === 'failed';
 }

@@ -7,6 +7,9 @@ export const STEP_LIMITS = {
   value: 10_000,
   key: 64,
   maxTimeoutMs: 300_000,
+  /** Most attempts a retry policy may ask for (the step consumer's max_deliver is set above it). */
+  maxAttempts: 10,
+  maxRetryDelayMs: 600_000,
 } as const;
 
 const selector = z.string().min(1).max(STEP_LIMITS.selector);
@@ -27,8 +30,32 @@ export const httpUrl = z
     { message: 'must be an absolute http:// or https:// URL' },
   );
 
+/**
+ * How often a step that fails for a reason worth retrying (the target did not answer, a timeout, a browser
+ * crash) is attempted, and how long to wait between attempts: `initialMs`, doubled per attempt up to `maxMs` with
+ * exponential backoff, each delay spread by ±10% jitter so that many sessions failing together do not retry together.
+ */
+export const RetryPolicy = z
+  .strictObject({
+    maxAttempts: z.number().int().min(1).max(STEP_LIMITS.maxAttempts),
+    backoff: z.enum(['exponential', 'fixed']).default('exponential'),
+    initialMs: z.number().int().min(100).max(STEP_LIMITS.maxRetryDelayMs).default(1_000),
+    maxMs: z.number().int().min(100).max(STEP_LIMITS.maxRetryDelayMs).default(30_000),
+  })
+  .refine((p) => p.maxMs >= p.initialMs, { message: 'maxMs must be at least initialMs', path: ['maxMs'] });
+export type RetryPolicy = z.infer<typeof RetryPolicy>;
+
+/** The retry policy of a step that names none. */
+export const DEFAULT_RETRY_POLICY: RetryPolicy = {
+  maxAttempts: 3,
+  backoff: 'exponential',
+  initialMs: 1_000,
+  maxMs: 30_000,
+};
+
 const common = {
   timeoutMs: z.number().int().min(1).max(STEP_LIMITS.maxTimeoutMs).optional(),
+  retry: RetryPolicy.optional(),
   /** "never" marks a step with effects outside the browser (a payment, a submission) that recovery must not repeat. */
   replay: z.enum(['safe', 'never']).optional(),
 };
@@ -94,6 +121,10 @@ export const StepErrorCode = z.enum([
   'BROWSER_ERROR',
   /** The step was cut off by a crash and an operator chose not to run it again (it must not run twice). */
   'INTERRUPTED',
+  /** The session was cancelled while the step ran: it was abandoned part-way. */
+  'CANCELLED',
+  /** The broker gave up delivering the step (its delivery limit) before any result was recorded. */
+  'DELIVERY_EXHAUSTED',
   'INTERNAL',
 ]);
 export type StepErrorCode = z.infer<typeof StepErrorCode>;
@@ -127,6 +158,39 @@ export const StepOutput = z.union([
   z.strictObject({ kind: z.literal('checkpoint'), url: z.string() }),
   z.strictObject({ kind: z.literal('none') }),
 ]);
+
+/**
+ * Failures worth another attempt: the target did not answer or the browser broke. A selector that matched nothing
+ * within its timeout, an invalid step or an operator's decision fails the same way every time: no retry.
+ */
+export const RETRYABLE_ERROR_CODES: ReadonlySet<StepErrorCode> = new Set([
+  'NAVIGATION_FAILED',
+  'TIMEOUT',
+  'BROWSER_ERROR',
+]);
+
+/**
+ * The delay before attempt `failedAttempt + 1` under `policy`. Pure: the jitter comes from `seed` (the id of the
+ * command that recorded the failure), so that deciding again over the same stream gives the same delay.
+ */
+export function retryDelayMs(policy: RetryPolicy, failedAttempt: number, seed: string): number {
+  const base =
+    policy.backoff === 'fixed'
+      ? policy.initialMs
+      : Math.min(policy.maxMs, policy.initialMs * 2 ** Math.max(0, failedAttempt - 1));
+  const jitter = 0.9 + 0.2 * unitHash(seed);
+  return Math.max(1, Math.min(policy.maxMs, Math.round(base * jitter)));
+}
+
+/** A number in [0, 1) derived from a string (FNV-1a). */
+function unitHash(seed: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < seed.length; i++) {
+    h ^= seed.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h / 0x1_0000_0000;
+}
 
 /**
  * Steps that only read the page. Recovery does not replay them: the page after them is the page before them.

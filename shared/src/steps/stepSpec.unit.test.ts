@@ -1,5 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import { STEP_ACTIONS, STEP_LIMITS, StepError, StepOutput, StepSpec, type StepAction } from './stepSpec.js';
+import {
+  DEFAULT_RETRY_POLICY,
+  RETRYABLE_ERROR_CODES,
+  RetryPolicy,
+  retryDelayMs,
+  STEP_ACTIONS,
+  STEP_LIMITS,
+  StepError,
+  StepOutput,
+  StepSpec,
+  type StepAction,
+} from './stepSpec.js';
 
 /** One valid step per action, with every optional field it takes. */
 const valid: Record<StepAction, unknown> = {
@@ -132,5 +143,108 @@ describe('StepOutput and StepError', () => {
   it('accepts only the known error codes', () => {
     expect(StepError.safeParse({ code: 'TIMEOUT', message: 'x' }).success).toBe(true);
     expect(StepError.safeParse({ code: 'OOPS', message: 'x' }).success).toBe(false);
+  });
+});
+
+describe('retry policy', () => {
+  const click = (retry: unknown) => ({ action: 'click', selector: '#go', retry });
+
+  it('accepts a policy and fills in the backoff and delays it leaves out', () => {
+    expect(StepSpec.parse(click({ maxAttempts: 5 }))).toEqual({
+      action: 'click',
+      selector: '#go',
+      retry: { maxAttempts: 5, backoff: 'exponential', initialMs: 1_000, maxMs: 30_000 },
+    });
+    expect(
+      StepSpec.parse(click({ maxAttempts: 1, backoff: 'fixed', initialMs: 500, maxMs: 500 })),
+    ).toMatchObject({
+      retry: { maxAttempts: 1, backoff: 'fixed', initialMs: 500, maxMs: 500 },
+    });
+    expect(RetryPolicy.parse(DEFAULT_RETRY_POLICY)).toEqual(DEFAULT_RETRY_POLICY);
+  });
+
+  it('refuses maxMs below initialMs, naming maxMs', () => {
+    expect(issues(click({ maxAttempts: 3, initialMs: 5_000, maxMs: 1_000 }))).toEqual([
+      'retry.maxMs: maxMs must be at least initialMs',
+    ]);
+  });
+
+  it(`refuses more than ${STEP_LIMITS.maxAttempts} attempts or fewer than one, naming maxAttempts`, () => {
+    for (const maxAttempts of [STEP_LIMITS.maxAttempts + 1, 0, 2.5]) {
+      const found = issues(click({ maxAttempts }));
+      expect(found).toHaveLength(1);
+      expect(found[0]).toMatch(/^retry\.maxAttempts: /);
+    }
+    expect(issues(click({ maxAttempts: STEP_LIMITS.maxAttempts }))).toEqual([]);
+  });
+
+  it('refuses an unknown backoff, delays out of range and unknown fields, naming each', () => {
+    expect(issues(click({ maxAttempts: 3, backoff: 'linear' }))[0]).toMatch(/^retry\.backoff: /);
+    expect(issues(click({ maxAttempts: 3, initialMs: 99 }))[0]).toMatch(/^retry\.initialMs: /);
+    expect(issues(click({ maxAttempts: 3, maxMs: STEP_LIMITS.maxRetryDelayMs + 1 }))[0]).toMatch(
+      /^retry\.maxMs: /,
+    );
+    expect(issues(click({ maxAttempts: 3, jitter: 0 }))[0]).toMatch(/^retry: .*jitter/);
+    expect(issues(click({}))[0]).toMatch(/^retry\.maxAttempts: /);
+  });
+});
+
+describe('retryDelayMs', () => {
+  const exponential: RetryPolicy = {
+    maxAttempts: 10,
+    backoff: 'exponential',
+    initialMs: 1_000,
+    maxMs: 20_000,
+  };
+  const seeds = Array.from({ length: 200 }, (_, i) => `cmd-${i}`);
+
+  it('is the same for the same seed', () => {
+    for (const seed of seeds.slice(0, 20))
+      expect(retryDelayMs(exponential, 3, seed)).toBe(retryDelayMs(exponential, 3, seed));
+  });
+
+  it('doubles per failed attempt within ±10% jitter, and the jitter spreads', () => {
+    for (const [attempt, base] of [
+      [1, 1_000],
+      [2, 2_000],
+      [3, 4_000],
+      [4, 8_000],
+    ] as const) {
+      const delays = seeds.map((seed) => retryDelayMs(exponential, attempt, seed));
+      expect(Math.min(...delays)).toBeGreaterThanOrEqual(base * 0.9);
+      expect(Math.max(...delays)).toBeLessThanOrEqual(base * 1.1);
+      expect(new Set(delays).size).toBeGreaterThan(50);
+    }
+  });
+
+  it('never exceeds maxMs', () => {
+    for (const attempt of [6, 10, 50, 2_000]) {
+      const delays = seeds.map((seed) => retryDelayMs(exponential, attempt, seed));
+      expect(Math.max(...delays)).toBeLessThanOrEqual(20_000);
+      expect(Math.min(...delays)).toBeGreaterThanOrEqual(18_000);
+    }
+  });
+
+  it('with fixed backoff, stays about initialMs whatever the attempt', () => {
+    const fixed: RetryPolicy = { ...exponential, backoff: 'fixed', initialMs: 3_000 };
+    for (const attempt of [1, 4, 9]) {
+      const delays = seeds.map((seed) => retryDelayMs(fixed, attempt, seed));
+      expect(Math.min(...delays)).toBeGreaterThanOrEqual(2_700);
+      expect(Math.max(...delays)).toBeLessThanOrEqual(3_300);
+    }
+  });
+});
+
+describe('retryable error codes', () => {
+  it('retry only what a later attempt may get past', () => {
+    expect([...RETRYABLE_ERROR_CODES].sort()).toEqual(['BROWSER_ERROR', 'NAVIGATION_FAILED', 'TIMEOUT']);
+    for (const code of [
+      'SELECTOR_NOT_FOUND',
+      'INTERRUPTED',
+      'CANCELLED',
+      'DELIVERY_EXHAUSTED',
+      'INTERNAL',
+    ] as const)
+      expect(RETRYABLE_ERROR_CODES.has(code)).toBe(false);
   });
 });
