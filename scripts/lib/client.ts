@@ -66,6 +66,22 @@ export class RpaClient {
       {},
     );
   }
+  /** Holds a session: the step in hand finishes, no further step starts until it is resumed. */
+  pauseSession(sessionId: string) {
+    return call<{ sessionId: string; status: string }>(
+      'POST',
+      `${this.commandApiUrl}/v1/sessions/${sessionId}/pause`,
+      {},
+    );
+  }
+  /** Sends a step that failed for good back to run again. */
+  retryStep(sessionId: string, stepId: string) {
+    return call<{ sessionId: string; stepId: string; status: string }>(
+      'POST',
+      `${this.commandApiUrl}/v1/sessions/${sessionId}/steps/${stepId}/retry`,
+      {},
+    );
+  }
   /** Ends a session for good. */
   cancelSession(sessionId: string, reason?: string) {
     return call<{ sessionId: string; status: string }>(

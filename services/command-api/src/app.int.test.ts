@@ -369,3 +369,87 @@ describe('resuming and cancelling sessions', () => {
     ]);
   });
 });
+
+describe('pausing sessions and retrying steps', () => {
+  /** Claims the session, runs its step and fails it for good, as a robot reports an error no retry fixes. */
+  async function failForGood(sessionId: string, stepId: string) {
+    const handler = new SessionCommandHandler({ store });
+    const robot = () => ({
+      commandId: randomUUID(),
+      sessionId,
+      tenantId: 'acme',
+      at: new Date().toISOString(),
+      actor: { kind: 'robot' as const, id: 'robot-int-1' },
+      robotId: 'robot-int-1',
+    });
+    const claimed = await handler.handle({ ...robot(), type: 'ClaimSession' });
+    const epoch = claimed.state.status === 'none' ? 0 : claimed.state.epoch;
+    await handler.handle({ ...robot(), type: 'StartStep', epoch, stepId, attempt: 1 });
+    await handler.handle({
+      ...robot(),
+      type: 'CompleteStep',
+      epoch,
+      stepId,
+      attempt: 1,
+      durationMs: 3,
+      outcome: { status: 'failed', error: { code: 'SELECTOR_NOT_FOUND', message: 'no #b0' } },
+    });
+  }
+
+  it('pauses and resumes an opened session with priority and requirements', async () => {
+    const { post } = await replica();
+    const opened = await post('/v1/sessions', { priority: 'high', requires: { region: 'eu' } });
+    const { sessionId } = opened.json();
+    const paused = await post(`/v1/sessions/${sessionId}/pause`);
+    expect(paused.statusCode).toBe(202);
+    expect(paused.json()).toEqual({ sessionId, status: 'paused' });
+    expect((await post(`/v1/sessions/${sessionId}/pause`)).json()).toEqual({ sessionId, status: 'paused' });
+    // A paused session still queues steps, but cannot be closed around them.
+    expect((await post(`/v1/sessions/${sessionId}/steps`, { steps: clicks(1) })).statusCode).toBe(202);
+    expect((await post(`/v1/sessions/${sessionId}/close`)).statusCode).toBe(409);
+    const resumed = await post(`/v1/sessions/${sessionId}/resume`);
+    expect(resumed.json()).toEqual({ sessionId, status: 'open' });
+
+    const events = await eventsOf(sessionId);
+    expect(events.map((e) => e.type)).toEqual([
+      'SessionOpened',
+      'SessionPaused',
+      'StepSubmitted',
+      'SessionResumed',
+    ]);
+    expect(events[0]?.data).toMatchObject({
+      priority: 'high',
+      onStepFailure: 'pause',
+      requires: { region: 'eu' },
+    });
+    expect(events[1]?.metadata).toMatchObject({ commandType: 'PauseSession' });
+  });
+
+  it('retries a step that failed for good: the session paused for it goes on; a second retry is 409', async () => {
+    const { post } = await replica();
+    const { sessionId } = (await post('/v1/sessions')).json();
+    const submitted = await post(`/v1/sessions/${sessionId}/steps`, { steps: clicks(2) });
+    const [first] = submitted.json().steps.map((s: { stepId: string }) => s.stepId) as string[];
+    const early = await post(`/v1/sessions/${sessionId}/steps/${first}/retry`);
+    expect(early.statusCode).toBe(409);
+
+    await failForGood(sessionId, first!);
+    const retried = await post(`/v1/sessions/${sessionId}/steps/${first}/retry`);
+    expect(retried.statusCode).toBe(202);
+    expect(retried.json()).toEqual({ sessionId, stepId: first, status: 'open' });
+    const again = await post(`/v1/sessions/${sessionId}/steps/${first}/retry`);
+    expect(again.statusCode).toBe(409);
+    const missing = await post(`/v1/sessions/${sessionId}/steps/${randomUUID()}/retry`);
+    expect(missing.statusCode).toBe(404);
+    expect(missing.json().error.code).toBe('STEP_NOT_FOUND');
+
+    const types = (await eventsOf(sessionId)).map((e) => e.type);
+    expect(types.slice(-5)).toEqual([
+      'StepFailed',
+      'StepDeadLettered',
+      'SessionPaused',
+      'StepRetried',
+      'SessionResumed',
+    ]);
+  });
+});

@@ -20,7 +20,9 @@ import { registerCloseSessionRoute } from './routes/closeSession.js';
 import type { RouteContext } from './routes/context.js';
 import { registerOpenSessionRoute } from './routes/openSession.js';
 import { registerOpenSessionsBatchRoute } from './routes/openSessionsBatch.js';
+import { registerPauseSessionRoute } from './routes/pauseSession.js';
 import { registerResumeSessionRoute } from './routes/resumeSession.js';
+import { registerRetryStepRoute } from './routes/retryStep.js';
 import { registerSubmitStepsRoute } from './routes/submitSteps.js';
 
 declare module 'fastify' {
@@ -74,7 +76,7 @@ export async function buildApp(deps: CommandApiDeps): Promise<FastifyInstance> {
     openapi: {
       title: 'RPA command API',
       description:
-        'Open browser sessions (one at a time or in batches), submit steps to them, close them, resume them when they need attention and cancel them. Every call is scoped to the caller’s tenant.',
+        'Open browser sessions (one at a time or in batches), submit steps to them, close them, pause and resume them, retry steps that failed for good, and cancel them. Every call is scoped to the caller’s tenant.',
       tags: [{ name: 'sessions', description: 'Session commands' }],
     },
   });
@@ -119,7 +121,9 @@ export async function buildApp(deps: CommandApiDeps): Promise<FastifyInstance> {
   });
   registerSubmitStepsRoute(routes, ctx);
   registerCloseSessionRoute(routes, ctx);
+  registerPauseSessionRoute(routes, ctx);
   registerResumeSessionRoute(routes, ctx);
+  registerRetryStepRoute(routes, ctx);
   registerCancelSessionRoute(routes, ctx);
   return app;
 }

@@ -91,7 +91,7 @@ describe('POST /v1/sessions', () => {
     expect(rest).toEqual([]);
     expect(opened).toMatchObject({
       type: 'SessionOpened',
-      data: body,
+      data: { ...body, priority: 'normal', onStepFailure: 'pause', requires: {} },
       metadata: {
         tenantId: 'acme',
         sessionId,
@@ -104,7 +104,14 @@ describe('POST /v1/sessions', () => {
   it('takes no body at all and fills the defaults', async () => {
     const { open, stream } = await setup();
     const sessionId = await open();
-    expect((await stream(sessionId))[0]?.data).toEqual({ labels: {}, browser: {}, idleTimeoutMs: null });
+    expect((await stream(sessionId))[0]?.data).toEqual({
+      labels: {},
+      browser: {},
+      idleTimeoutMs: null,
+      priority: 'normal',
+      onStepFailure: 'pause',
+      requires: {},
+    });
   });
 
   it('with an Idempotency-Key: the same key and body answer the same 201 and append nothing', async () => {

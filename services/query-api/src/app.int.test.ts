@@ -287,7 +287,7 @@ describe('query API over real NATS', () => {
     expect(events[0]).toMatchObject({
       occurredAt: '2030-01-01T00:00:00.000Z',
       data: { labels: { team: 'billing' }, browser: {}, idleTimeoutMs: null },
-      metadata: { tenantId: 'acme', sessionId, commandType: 'OpenSession', schemaVersion: 1 },
+      metadata: { tenantId: 'acme', sessionId, commandType: 'OpenSession', schemaVersion: 2 },
     });
     expect(events[2]).toMatchObject({ data: { stepId: 'two', seq: 2, step: { action: 'screenshot' } } });
     expect(typeof events[0]!.recordedAt).toBe('string');

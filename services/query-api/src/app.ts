@@ -11,12 +11,15 @@ import {
   type Logger,
   type ReadinessCheck,
   type Registry,
+  type SessionCommandHandler,
 } from '@rpa/shared';
 import { FeedHub, type FeedOptions } from './feed/feedHub.js';
+import { SessionControls } from './feed/sessionControls.js';
 import type { RobotIndex } from './index/robotIndex.js';
 import { RobotStatus } from './index/robotView.js';
 import type { SessionIndex } from './index/sessionIndex.js';
 import { registerArtifactRoutes } from './routes/artifacts.js';
+import { registerDeadLetterRoutes } from './routes/deadLetters.js';
 import { registerEventRoutes } from './routes/events.js';
 import { registerFeedRoute } from './routes/feed.js';
 import { registerRobotRoutes } from './routes/robots.js';
@@ -32,6 +35,11 @@ export interface AppDeps {
   registry: Registry;
   readiness: ReadinessCheck[];
   feed?: Partial<FeedOptions>;
+  /**
+   * The command handler on this service's event store, for the feed's session controls. Without it, a control
+   * message is answered with CONTROLS_UNAVAILABLE.
+   */
+  commands?: Pick<SessionCommandHandler, 'handle'>;
 }
 
 /**
@@ -44,11 +52,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     openapi: {
       title: 'RPA query API',
       description:
-        'Read models of sessions, their events and artifacts, the robot fleet, and a live WebSocket feed.',
+        'Read models of sessions, their events and artifacts, dead-lettered steps, the robot fleet, and a live WebSocket feed that also takes session controls.',
     },
   });
 
-  const hub = new FeedHub(deps.index, deps.logger.child({ component: 'feed' }), deps.feed);
+  const feedLogger = deps.logger.child({ component: 'feed' });
+  const controls = deps.commands ? new SessionControls({ handler: deps.commands, logger: feedLogger }) : null;
+  const hub = new FeedHub(deps.index, feedLogger, deps.feed, controls);
   // Runs before the websocket plugin's own preClose, so clients learn why they are being closed.
   app.addHook('preClose', async () => hub.closeAll());
   await app.register(websocket, { options: { maxPayload: hub.wsMaxPayload } });
@@ -57,6 +67,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerOpsRoutes(app, { registry: deps.registry, checks: deps.readiness });
 
   registerSessionRoutes(app, deps.index);
+  registerDeadLetterRoutes(app, deps.index);
   registerEventRoutes(app, deps.eventStore);
   registerArtifactRoutes(app, deps.index, deps.artifacts);
   registerRobotRoutes(app, deps.robots);

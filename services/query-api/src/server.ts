@@ -3,8 +3,10 @@ import { Objm } from '@nats-io/obj';
 import {
   closeAll,
   installShutdown,
+  NatsSnapshotStore,
   openServiceContext,
   runMain,
+  SessionCommandHandler,
   singleTenantAuthenticator,
 } from '@rpa/shared';
 import { buildApp } from './app.js';
@@ -31,6 +33,12 @@ async function main(): Promise<void> {
     robots,
     eventStore: ctx.store,
     artifacts,
+    // The feed's session controls go through the same decider and store as the command API's routes.
+    commands: new SessionCommandHandler({
+      store: ctx.store,
+      logger: logger.child({ component: 'commands' }),
+      snapshots: await NatsSnapshotStore.open(nc, topology, { logger }),
+    }),
     // Callers are not told apart yet: every request is served for the one configured tenant.
     authenticator: singleTenantAuthenticator(config.DEFAULT_TENANT),
     logger,

@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import { requestHash } from '../idempotency.js';
+import { hashedOpenFields, openFieldsOf } from '../openFields.js';
 import type { BatchItem, batchItemSchema } from '../http/schemas.js';
 
 /** An error as an item answers it: the shape of a whole request's error body. */
@@ -14,14 +15,8 @@ export type ParsedBatchItem =
   | { ok: true; index: number; item: BatchItem; clientRef?: string }
   | { ok: false; index: number; raw: unknown; clientRef?: string; error: ItemError };
 
-/** An item's open fields with the defaults filled in, as POST /v1/sessions understands its body. */
-export function openFieldsOf(item: BatchItem) {
-  return {
-    labels: item.labels ?? {},
-    browser: item.browser ?? {},
-    idleTimeoutMs: item.idleTimeoutMs ?? null,
-  };
-}
+// An item's open fields are understood as POST /v1/sessions understands its body.
+export { openFieldsOf } from '../openFields.js';
 
 /**
  * Validates each item on its own. A refused item gets the error a whole request would get, with every field
@@ -69,7 +64,13 @@ function validationError(index: number, error: z.ZodError): ItemError {
 export function batchRequestHash(items: readonly ParsedBatchItem[]): string {
   return requestHash({
     items: items.map((p) =>
-      p.ok ? { ...openFieldsOf(p.item), steps: p.item.steps ?? [], clientRef: p.item.clientRef } : p.raw,
+      p.ok
+        ? {
+            ...hashedOpenFields(openFieldsOf(p.item)),
+            steps: p.item.steps ?? [],
+            clientRef: p.item.clientRef,
+          }
+        : p.raw,
     ),
   });
 }

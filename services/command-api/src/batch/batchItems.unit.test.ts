@@ -102,6 +102,24 @@ describe('batchRequestHash', () => {
 
 describe('openFieldsOf', () => {
   it('fills the defaults POST /v1/sessions fills', () => {
-    expect(openFieldsOf({})).toEqual({ labels: {}, browser: {}, idleTimeoutMs: null });
+    expect(openFieldsOf({})).toEqual({
+      labels: {},
+      browser: {},
+      idleTimeoutMs: null,
+      priority: 'normal',
+      onStepFailure: 'pause',
+      requires: {},
+    });
+  });
+
+  it('hashes the new fields only when they differ from their default, so keys remembered before still match', () => {
+    const hash = (items: unknown[]) => batchRequestHash(parseBatchItems(items, batchItemSchema(500)));
+    const base = hash([{ labels: { a: '1' } }]);
+    expect(hash([{ labels: { a: '1' }, priority: 'normal', onStepFailure: 'pause', requires: {} }])).toBe(
+      base,
+    );
+    expect(hash([{ labels: { a: '1' }, priority: 'high' }])).not.toBe(base);
+    expect(hash([{ labels: { a: '1' }, onStepFailure: 'fail' }])).not.toBe(base);
+    expect(hash([{ labels: { a: '1' }, requires: { region: 'eu' } }])).not.toBe(base);
   });
 });

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { BrowserOptions, Labels, StepSpec } from '@rpa/shared';
+import { BrowserOptions, Labels, SessionPriority, StepFailurePolicy, StepSpec } from '@rpa/shared';
 import { IdempotencyKey } from '../idempotency.js';
 
 /** Longest idle timeout a session may ask for: a week. */
@@ -20,6 +20,15 @@ export const OpenSessionFields = z.strictObject({
   labels: Labels.optional(),
   browser: BrowserOptions.optional(),
   idleTimeoutMs: z.number().int().min(1_000).max(MAX_IDLE_TIMEOUT_MS).nullable().optional(),
+  priority: SessionPriority.optional().describe(
+    'Which waiting sessions robots take first: high, normal (the default) or low',
+  ),
+  onStepFailure: StepFailurePolicy.optional().describe(
+    'When a step fails for good (its retries spent, or an error no retry can fix): pause the session for an operator (the default), fail the whole session, or continue with the next step',
+  ),
+  requires: Labels.optional().describe(
+    'Labels a robot must carry (same name and value) to take the session, such as {"region": "eu"}; none by default',
+  ),
 });
 
 // fastify hands an absent body over as null.
@@ -104,6 +113,8 @@ export const CloseSessionBody = z.strictObject({ reason: z.string().max(500).opt
 export const SessionStatusBody = z.enum([
   'open',
   'closing',
+  'paused',
+  'failed',
   'needs_attention',
   'closed',
   'cancelled',
@@ -118,6 +129,19 @@ export const SessionStatusResponse = z.object({
 
 /** Resuming takes nothing but the session: an empty object or no body at all. */
 export const ResumeSessionBody = z.strictObject({}).nullish();
+
+/** Pausing takes nothing but the session: an empty object or no body at all. */
+export const PauseSessionBody = z.strictObject({}).nullish();
+
+export const StepParams = SessionIdParams.extend({
+  stepId: z.string().min(1).max(100).describe('The step id returned when the step was submitted'),
+});
+
+/** Retrying takes nothing but the session and the step: an empty object or no body at all. */
+export const RetryStepBody = z.strictObject({}).nullish();
+
+/** What retrying a step answers: the session's status right after it (a session paused for the step goes on). */
+export const RetryStepResponse = SessionStatusResponse.extend({ stepId: z.string() });
 
 export const CancelSessionBody = z.strictObject({ reason: z.string().max(500).optional() }).nullish();
 

@@ -11,7 +11,7 @@ export function registerCloseSessionRoute(app: CommandApp, ctx: RouteContext): v
       schema: {
         summary: 'Close a session',
         description:
-          'The session stops taking steps at once and closes when its robot confirms. Closing twice is harmless. A session that needs attention must be resumed or cancelled instead (409).',
+          'The session stops taking steps at once and closes when its robot confirms. Closing twice is harmless. A paused session, or one that needs attention, must be resumed or cancelled instead (409).',
         tags: ['sessions'],
         params: SessionIdParams,
         body: CloseSessionBody,

@@ -1,5 +1,5 @@
 import { keyedCommandId, keyedSessionId } from '../ids.js';
-import { requestHash } from '../idempotency.js';
+import { openFieldsOf, openRequestHash } from '../openFields.js';
 import { errorResponses, IdempotencyHeaders, OpenSessionBody, OpenSessionResponse } from '../http/schemas.js';
 import { commandBase, type CommandApp, type RouteContext } from './context.js';
 
@@ -12,7 +12,7 @@ export function registerOpenSessionRoute(app: CommandApp, ctx: RouteContext): vo
       schema: {
         summary: 'Open a session',
         description:
-          'With an Idempotency-Key the session id is derived from the tenant and the key, so a retry answers the same session.',
+          'Robots take waiting sessions by priority, and only a robot carrying every label in `requires` takes the session. A step that fails for good pauses the session by default (`onStepFailure`). With an Idempotency-Key the session id is derived from the tenant and the key, so a retry answers the same session.',
         tags: ['sessions'],
         headers: IdempotencyHeaders,
         body: OpenSessionBody,
@@ -22,19 +22,14 @@ export function registerOpenSessionRoute(app: CommandApp, ctx: RouteContext): vo
     async (request, reply) => {
       const key = request.headers['idempotency-key'];
       const tenantId = request.auth.tenantId;
-      // The hash covers the request as understood (defaults filled in), so an omitted field equals its default.
-      const opening = {
-        labels: request.body?.labels ?? {},
-        browser: request.body?.browser ?? {},
-        idleTimeoutMs: request.body?.idleTimeoutMs ?? null,
-      };
+      const opening = openFieldsOf(request.body ?? {});
       const sessionId = key ? keyedSessionId(tenantId, key) : ctx.ids.sessionId();
       const result = await ctx.run(request, {
         ...commandBase(request, ctx, sessionId),
         type: 'OpenSession',
         commandId: key ? keyedCommandId('open', tenantId, sessionId, key) : ctx.ids.commandId(),
         ...opening,
-        ...(key ? { idempotency: { key, requestHash: requestHash(opening) } } : {}),
+        ...(key ? { idempotency: { key, requestHash: openRequestHash(opening) } } : {}),
       });
       // SessionOpened is always a stream's first event, so a repeat answers exactly what the first call did.
       return reply.code(201).send({ sessionId, version: result.events.at(-1)?.revision ?? 0 });

@@ -7,16 +7,16 @@ import {
 } from '../http/schemas.js';
 import { commandBase, type CommandApp, type RouteContext } from './context.js';
 
-/** POST /v1/sessions/:id/resume: lets a session that needs attention go on. */
+/** POST /v1/sessions/:id/resume: lets a paused session, or one that needs attention, go on. */
 export function registerResumeSessionRoute(app: CommandApp, ctx: RouteContext): void {
   app.post(
     '/v1/sessions/:id/resume',
     {
       config: { commandType: 'ResumeSession' },
       schema: {
-        summary: 'Resume a session that needs attention',
+        summary: 'Resume a paused session or one that needs attention',
         description:
-          'The operator accepts what the session was stopped for: the steps it named are not run again, and the session returns to the status it had. Only a session that needs attention resumes (409 otherwise).',
+          'A paused session (paused by an operator, or for a step that failed for good) goes on with its next step; a step it was paused for stays failed (retry it with POST /v1/sessions/{id}/steps/{stepId}/retry instead to run it again). For a session that needs attention the operator accepts what it was stopped for: the steps it named are not run again, and the session returns to the status it had. Only a paused session or one that needs attention resumes (409 otherwise).',
         tags: ['sessions'],
         params: SessionIdParams,
         body: ResumeSessionBody,

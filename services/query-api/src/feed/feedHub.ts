@@ -1,7 +1,14 @@
 import type { WebSocket } from '@fastify/websocket';
-import type { Logger } from '@rpa/shared';
+import type { Actor, Logger } from '@rpa/shared';
 import type { SessionChange, SessionIndex } from '../index/sessionIndex.js';
-import { ClientMessage, type FeedErrorCode, type ServerMessage } from './feedMessages.js';
+import {
+  ClientMessage,
+  ControlMessage,
+  type ControlResult,
+  type FeedErrorCode,
+  type ServerMessage,
+} from './feedMessages.js';
+import type { SessionControls } from './sessionControls.js';
 
 /** What the hub needs from the index. */
 export type FeedSource = Pick<SessionIndex, 'get' | 'changedSince' | 'subscribe'>;
@@ -15,6 +22,8 @@ export interface FeedOptions {
   maxBufferedBytes: number;
   /** Interval of protocol pings; a client that has not answered the previous one is dropped. 0 turns them off. */
   heartbeatIntervalMs: number;
+  /** Control messages one connection may have in flight; more are refused until one is answered. */
+  maxControlsInFlight: number;
 }
 
 export const DEFAULT_FEED_OPTIONS: FeedOptions = {
@@ -22,6 +31,7 @@ export const DEFAULT_FEED_OPTIONS: FeedOptions = {
   maxMessageBytes: 64 * 1024,
   maxBufferedBytes: 1024 * 1024,
   heartbeatIntervalMs: 30_000,
+  maxControlsInFlight: 16,
 };
 
 /** Close codes the feed uses (RFC 6455 and the IANA registry). */
@@ -38,10 +48,12 @@ class FeedConnection {
   all = false;
   alive = true;
   dropped = false;
+  controlsInFlight = 0;
 
   constructor(
     readonly socket: WebSocket,
     readonly tenantId: string,
+    readonly actor: Actor,
   ) {}
 
   get subscriptionCount(): number {
@@ -56,7 +68,8 @@ class FeedConnection {
 /**
  * Pushes session documents to WebSocket subscribers as the index changes, within the subscriber's tenant only.
  * Each connection holds a bounded set of subscriptions; one whose send buffer outgrows its bound is dropped with
- * 1013 rather than buffered without limit.
+ * 1013 rather than buffered without limit. A client may also steer its tenant's sessions (pause, resume, cancel,
+ * retry a step): each control is issued as the command API would issue it and answered with a control-result.
  */
 export class FeedHub {
   readonly options: FeedOptions;
@@ -70,6 +83,7 @@ export class FeedHub {
     private readonly source: FeedSource,
     private readonly logger: Logger,
     options: Partial<FeedOptions> = {},
+    private readonly controls: SessionControls | null = null,
   ) {
     this.options = { ...DEFAULT_FEED_OPTIONS, ...options };
     this.unsubscribeIndex = source.subscribe((change) => this.onChange(change));
@@ -84,13 +98,13 @@ export class FeedHub {
     return Math.max(1024 * 1024, this.options.maxMessageBytes * 4);
   }
 
-  /** Serves one upgraded connection for one tenant until it closes. */
-  attach(socket: WebSocket, tenantId: string): void {
+  /** Serves one upgraded connection for one tenant (and the actor its controls are issued as) until it closes. */
+  attach(socket: WebSocket, tenantId: string, actor: Actor): void {
     if (this.closing) {
       socket.close(CloseCode.GoingAway, 'server shutting down');
       return;
     }
-    const conn = new FeedConnection(socket, tenantId);
+    const conn = new FeedConnection(socket, tenantId, actor);
     let set = this.byTenant.get(tenantId);
     if (!set) {
       set = new Set();
@@ -168,17 +182,64 @@ export class FeedHub {
       this.sendError(conn, 'INVALID_JSON', 'the message is not valid JSON');
       return;
     }
+    // Controls are told apart by their "type"; subscriptions have none.
+    if (typeof json === 'object' && json !== null && 'type' in json) {
+      this.onControl(conn, json);
+      return;
+    }
     const parsed = ClientMessage.safeParse(json);
     if (!parsed.success) {
-      const message = parsed.error.issues
-        .map((i) => `${i.path.length ? i.path.join('.') : '(message)'}: ${i.message}`)
-        .join('; ');
-      this.sendError(conn, 'INVALID_MESSAGE', message);
+      this.sendError(conn, 'INVALID_MESSAGE', issuesText(parsed.error.issues));
       return;
     }
     const { subscribe, unsubscribe } = parsed.data;
     if (subscribe) this.subscribe(conn, subscribe);
     else if (unsubscribe) this.unsubscribe(conn, unsubscribe);
+  }
+
+  private onControl(conn: FeedConnection, json: object): void {
+    const parsed = ControlMessage.safeParse(json);
+    if (!parsed.success) {
+      const requestId = (json as { requestId?: unknown }).requestId;
+      this.sendError(
+        conn,
+        'INVALID_MESSAGE',
+        issuesText(parsed.error.issues),
+        typeof requestId === 'string' ? requestId : undefined,
+      );
+      return;
+    }
+    const control = parsed.data;
+    if (!this.controls) {
+      this.sendError(conn, 'CONTROLS_UNAVAILABLE', 'this feed does not take controls', control.requestId);
+      return;
+    }
+    if (conn.controlsInFlight >= this.options.maxControlsInFlight) {
+      this.sendError(
+        conn,
+        'TOO_MANY_CONTROLS',
+        `a connection may have at most ${this.options.maxControlsInFlight} controls in flight`,
+        control.requestId,
+      );
+      return;
+    }
+    conn.controlsInFlight++;
+    void this.controls
+      .issue(control, conn.tenantId, conn.actor)
+      .then((outcome) => {
+        const result: ControlResult = {
+          type: 'control-result',
+          ...(control.requestId === undefined ? {} : { requestId: control.requestId }),
+          control: control.type,
+          sessionId: control.sessionId,
+          ...(control.type === 'retry' ? { stepId: control.stepId } : {}),
+          ...outcome,
+        };
+        this.send(conn, result);
+      })
+      .finally(() => {
+        conn.controlsInFlight--;
+      });
   }
 
   private subscribe(
@@ -227,8 +288,12 @@ export class FeedHub {
     }
   }
 
-  private sendError(conn: FeedConnection, code: FeedErrorCode, message: string): void {
-    this.send(conn, { type: 'error', error: { code, message } });
+  private sendError(conn: FeedConnection, code: FeedErrorCode, message: string, requestId?: string): void {
+    this.send(conn, {
+      type: 'error',
+      ...(requestId === undefined ? {} : { requestId }),
+      error: { code, message },
+    });
   }
 
   private send(conn: FeedConnection, message: ServerMessage): void {
@@ -263,4 +328,11 @@ export class FeedHub {
       }
     }
   }
+}
+
+/** Zod issues as one line, each naming its field (or the message as a whole). */
+function issuesText(issues: ReadonlyArray<{ path: PropertyKey[]; message: string }>): string {
+  return issues
+    .map((i) => `${i.path.length ? i.path.map(String).join('.') : '(message)'}: ${i.message}`)
+    .join('; ');
 }

@@ -65,6 +65,12 @@ export class SessionIndex extends WatchedIndex {
     return this.tenants.get(tenantId)?.page(options) ?? { items: [], nextKey: null };
   }
 
+  /** Every document of a tenant, in no particular order. */
+  *documents(tenantId: string): Generator<SessionDocument> {
+    const listing = this.tenants.get(tenantId);
+    if (listing) yield* listing.values();
+  }
+
   /** A tenant's documents whose position is above `position`, oldest change first (for resuming feeds). */
   changedSince(tenantId: string, position: number): SessionDocument[] {
     const listing = this.tenants.get(tenantId);
