@@ -1,4 +1,4 @@
-import { closeAll, installShutdown, openServiceContext, runMain } from '@rpa/shared';
+import { closeAll, DEFAULT_WORK_SETTINGS, installShutdown, openServiceContext, runMain } from '@rpa/shared';
 import { ProjectorEnv } from './config.js';
 import { buildOpsServer } from './opsServer.js';
 import { createProjector } from './projector.js';
@@ -16,6 +16,12 @@ async function main(): Promise<void> {
       kvReplicas: config.KV_REPLICAS,
       checkpointEveryEvents: config.CHECKPOINT_EVERY_EVENTS,
       checkpointEveryMs: config.CHECKPOINT_EVERY_MS,
+      work: { ...DEFAULT_WORK_SETTINGS, ackWaitMs: config.ACK_WAIT_MS },
+      tenantLimits: { defaultMax: config.TENANT_MAX_SESSIONS, perTenant: config.TENANT_SESSION_LIMITS },
+      reconcile: {
+        intervalMs: config.RECONCILE_INTERVAL_MS,
+        ...(config.RECONCILE_AFTER_MS !== undefined ? { afterMs: config.RECONCILE_AFTER_MS } : {}),
+      },
     },
   });
   const ops = buildOpsServer({ registry, checks: projector.checks });

@@ -1,5 +1,6 @@
 import { Counter, Gauge, type Registry } from '@rpa/shared';
 import type { DispatchKind } from './dispatcher.js';
+import type { ReconciledKind } from './reconciler.js';
 import type { SessionReadModelHooks } from './projections/sessionReadModel.js';
 import type { CheckpointedSubscription, SubscriptionHooks } from './subscription.js';
 
@@ -11,6 +12,8 @@ export class ProjectorMetrics {
   private readonly poisoned: Counter<'subscription'>;
   private readonly publishes: Counter<'kind' | 'duplicate'>;
   private readonly readModelWrites: Counter<'outcome'>;
+  private readonly reconciled: Counter<'kind'>;
+  private readonly maxDeliveries: Counter<'outcome'>;
 
   constructor(registry: Registry) {
     const subscriptions = this.subscriptions;
@@ -41,6 +44,18 @@ export class ProjectorMetrics {
     this.readModelWrites = new Counter({
       name: 'projector_read_model_writes_total',
       help: 'Session document writes: written, conflict (re-read and re-applied), rejected_key, rejected_size.',
+      labelNames: ['outcome'],
+      registers: [registry],
+    });
+    this.reconciled = new Counter({
+      name: 'projector_reconciled_messages_total',
+      help: 'Work messages sent again by the reconciler because runnable work had no message, by kind.',
+      labelNames: ['kind'],
+      registers: [registry],
+    });
+    this.maxDeliveries = new Counter({
+      name: 'projector_max_deliveries_advisories_total',
+      help: 'Max-deliveries advisories handled: dead_lettered, already_final, ignored or failed.',
       labelNames: ['outcome'],
       registers: [registry],
     });
@@ -107,6 +122,14 @@ export class ProjectorMetrics {
       conflicted: () => this.readModelWrites.inc({ outcome: 'conflict' }),
       rejected: (reason) => this.readModelWrites.inc({ outcome: `rejected_${reason}` }),
     };
+  }
+
+  recordReconciled(kind: ReconciledKind): void {
+    this.reconciled.inc({ kind });
+  }
+
+  recordMaxDeliveries(outcome: string): void {
+    this.maxDeliveries.inc({ outcome });
   }
 
   recordPublish(kind: DispatchKind, duplicate: boolean): void {

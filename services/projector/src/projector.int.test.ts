@@ -69,10 +69,9 @@ async function workMessages(jsm: JetStreamManager, topology: Topology): Promise<
   for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
     const m = await jsm.streams.getMessage(topology.workStream, { seq });
     if (!m) continue;
-    const body =
-      m.subject === topology.assignSubject
-        ? decodeMessage(AssignmentMessage, m.data)
-        : decodeMessage(SessionWorkMessage, m.data);
+    const body = m.subject.startsWith(`${topology.prefix}.work.assign.`)
+      ? decodeMessage(AssignmentMessage, m.data)
+      : decodeMessage(SessionWorkMessage, m.data);
     out.push({ seq: m.seq, subject: m.subject, msgId: m.header?.get('Nats-Msg-Id'), body });
   }
   return out;
@@ -151,6 +150,8 @@ describe('projector on nats-server with the JetStream event store', () => {
       labels: { team: 'ops' },
       browser: { locale: 'en-US' },
       idleTimeoutMs: 600_000,
+      // The failing step b must not pause the session: the test closes it afterwards.
+      onStepFailure: 'continue',
     });
     await driver.run({
       type: 'OpenSession',
@@ -236,7 +237,7 @@ describe('projector on nats-server with the JetStream event store', () => {
         closedAt: '2025-01-01T09:00:11.000Z',
         updatedAt: '2025-01-01T09:00:11.000Z',
         stepCounts: { total: 3, queued: 1, running: 0, succeeded: 1, failed: 1 },
-        version: 10,
+        version: 11,
       });
       expect(s1.steps).toEqual([
         {
@@ -252,6 +253,8 @@ describe('projector on nats-server with the JetStream event store', () => {
           startedAt: '2025-01-01T09:00:06.000Z',
           finishedAt: '2025-01-01T09:00:07.000Z',
           durationMs: 250,
+          nextAttemptAt: null,
+          deadLetter: null,
         },
         {
           stepId: 'b',
@@ -266,6 +269,8 @@ describe('projector on nats-server with the JetStream event store', () => {
           startedAt: '2025-01-01T09:00:08.000Z',
           finishedAt: '2025-01-01T09:00:09.000Z',
           durationMs: 900,
+          nextAttemptAt: null,
+          deadLetter: { reason: 'not_retryable', attempts: 1, at: '2025-01-01T09:00:09.000Z' },
         },
         {
           stepId: 'c',
@@ -280,6 +285,8 @@ describe('projector on nats-server with the JetStream event store', () => {
           startedAt: null,
           finishedAt: null,
           durationMs: null,
+          nextAttemptAt: null,
+          deadLetter: null,
         },
       ]);
       expect(s1).toEqual(await foldedFromStore(store, 's1'));
@@ -290,7 +297,7 @@ describe('projector on nats-server with the JetStream event store', () => {
         },
         { description: 's2 with its step' },
       );
-      expect(s2).toMatchObject({ status: 'open', robotId: null, epoch: 0, version: 1 });
+      expect(s2).toMatchObject({ status: 'queued', robotId: null, epoch: 0, version: 1 });
       expect(s2).toEqual(await foldedFromStore(store, 's2'));
 
       const work = await waitFor(
@@ -315,6 +322,7 @@ describe('projector on nats-server with the JetStream event store', () => {
         labels: { team: 'ops' },
         browser: { locale: 'en-US' },
         openedAt: '2025-01-01T09:00:01.000Z',
+        requires: {},
       });
       const s1Work = work.filter((m) => m.subject === topology.stepsSubject('s1'));
       expect(s1Work.map((m) => m.body)).toEqual([
@@ -347,8 +355,9 @@ describe('projector on nats-server with the JetStream event store', () => {
         },
         { v: 1, kind: 'close', sessionId: 's1', tenantId: 'acme' },
       ]);
-      // Event ids of s1: opened, a, b, c (one append), claimed, started, succeeded, started, failed, close requested, closed.
-      expect(s1Work.map((m) => m.msgId)).toEqual([s1Ids[1], s1Ids[2], s1Ids[3], s1Ids[9]]);
+      // Event ids of s1: opened, a, b, c (one append), claimed, started, succeeded, started, failed, dead-lettered,
+      // close requested, closed.
+      expect(s1Work.map((m) => m.msgId)).toEqual([s1Ids[1], s1Ids[2], s1Ids[3], s1Ids[10]]);
       const s2Work = work.filter((m) => m.subject === topology.stepsSubject('s2'));
       expect(s2Work.map((m) => [m.msgId, (m.body as { stepId: string }).stepId])).toEqual([[s2Ids[1], 'x']]);
 
@@ -365,7 +374,7 @@ describe('projector on nats-server with the JetStream event store', () => {
         await counter(registry, 'projector_events_projected_total', {
           subscription: SUBSCRIPTIONS.readModel,
         }),
-      ).toBe(13);
+      ).toBe(14);
     } finally {
       await cleanup();
     }

@@ -16,7 +16,17 @@ const FAST_RETRY = { initialDelayMs: 1, maxDelayMs: 5 };
 async function openSession(store: InMemoryEventStore, sessionId: string): Promise<number> {
   const event = encodeSessionEvent(
     randomUUID(),
-    { type: 'SessionOpened', data: { labels: {}, browser: {}, idleTimeoutMs: null } },
+    {
+      type: 'SessionOpened',
+      data: {
+        labels: {},
+        browser: {},
+        idleTimeoutMs: null,
+        priority: 'normal',
+        onStepFailure: 'continue',
+        requires: {},
+      },
+    },
     {
       tenantId: 'acme',
       sessionId,

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { Labels } from '../events/sessionEvents.js';
 
 /** Circuit-breaker states as robots report them. */
 export const BreakerStateName = z.enum(['closed', 'open', 'halfOpen']);
@@ -32,5 +33,7 @@ export const RobotHeartbeat = z.object({
     memoryBytes: z.number().int().nonnegative().nullable(),
   }),
   breakers: z.array(z.object({ name: z.string(), state: BreakerStateName })).max(1_000),
+  /** The labels the robot carries (ROBOT_LABELS): it takes only sessions whose required labels it all has. */
+  labels: Labels.optional(),
 });
 export type RobotHeartbeat = z.infer<typeof RobotHeartbeat>;
