@@ -77,24 +77,29 @@ describe('the whole pipeline, services as processes', () => {
       doc.steps.find((s) => s.action === 'extractTable')?.output,
     );
 
-    // A step whose selector is missing fails with its code, and the session goes on with the next one.
+    // A step whose selector is missing fails for good at once (no retry can find it) and, by the session's default
+    // policy, pauses the session: the next step waits until an operator resumes past the failure.
     const more = await client.submitSteps(sessionId, [
       { action: 'extractText', selector: '#no-such-element', timeoutMs: 1_000 },
       { action: 'extractText', selector: '#count' },
     ]);
     const [missing, next] = more.steps;
-    const after = await feed.waitFor(
-      sessionId,
-      (d) =>
-        [missing, next].every((m) =>
-          finished(d.steps.find((s) => s.stepId === m!.stepId)?.status ?? 'queued'),
-        ),
-      60_000,
-      'the follow-up steps',
-    );
-    const missingDoc = after.steps.find((s) => s.stepId === missing!.stepId)!;
+    const paused = await feed.waitFor(sessionId, (d) => d.status === 'paused', 60_000, 'the pause');
+    const missingDoc = paused.steps.find((s) => s.stepId === missing!.stepId)!;
     expect(missingDoc.status).toBe('failed');
     expect(missingDoc.error?.code).toBe('SELECTOR_NOT_FOUND');
+    expect(missingDoc.attempts).toBe(1);
+    expect(missingDoc.deadLetter?.reason).toBe('not_retryable');
+    expect(paused.pause).toMatchObject({ reason: 'step_failed', stepId: missing!.stepId });
+    expect(paused.steps.find((s) => s.stepId === next!.stepId)?.status).toBe('queued');
+
+    expect((await client.resumeSession(sessionId)).status).toBe('open');
+    const after = await feed.waitFor(
+      sessionId,
+      (d) => finished(d.steps.find((s) => s.stepId === next!.stepId)?.status ?? 'queued'),
+      60_000,
+      'the step after the resume',
+    );
     expect(after.steps.find((s) => s.stepId === next!.stepId)).toMatchObject({
       status: 'succeeded',
       output: { kind: 'text', text: '3 orders' },

@@ -114,6 +114,8 @@ export interface BreakerSettings {
   origin: Omit<BreakerOptions, 'isBusinessFailure'>;
   /** Origins whose breakers are kept; the least recently used closed ones are forgotten beyond this. */
   maxOrigins: number;
+  /** Also told of every breaker state change (diagnostics, tests that follow one breaker's transitions). */
+  onStateChange?: (name: string, state: BreakerState) => void;
 }
 
 /**
@@ -168,7 +170,10 @@ export class Breakers {
       onForget?: (breaker: Breaker) => void;
     } = {},
   ) {
-    const onChange = (b: Breaker) => listener.onStateChange?.(b);
+    const onChange = (b: Breaker) => {
+      listener.onStateChange?.(b);
+      settings.onStateChange?.(b.name, b.state);
+    };
     this.eventStore = new Breaker(
       'event-store',
       { ...settings.eventStore, isBusinessFailure: isEventStoreBusinessFailure },
@@ -193,9 +198,13 @@ export class Breakers {
       breaker = new Breaker(
         name,
         { ...this.settings.origin, isBusinessFailure: isStepBusinessFailure },
-        (b) => this.listener.onStateChange?.(b),
+        (b) => {
+          this.listener.onStateChange?.(b);
+          this.settings.onStateChange?.(b.name, b.state);
+        },
       );
       this.listener.onStateChange?.(breaker);
+      this.settings.onStateChange?.(breaker.name, breaker.state);
     }
     this.origins.set(name, breaker);
     this.forgetIdleOrigins();

@@ -5,6 +5,7 @@ export type StepOutcome = 'succeeded' | 'failed' | 'skipped';
 /** How a take-over ended: rebuilt, parked for an operator, or broken off by an error (handed back). */
 export type RecoveryResultLabel = 'recovered' | 'parked' | 'failed';
 
+const BREAKER_STATES: readonly BreakerState[] = ['closed', 'half_open', 'open'];
 const BREAKER_STATE_VALUE: Record<BreakerState, number> = { closed: 0, half_open: 1, open: 2 };
 
 /** The robot's Prometheus metrics. */
@@ -13,6 +14,7 @@ export class RobotMetrics {
   readonly stepDuration: Histogram<'action'>;
   readonly sessionsHeld: Gauge;
   readonly breakerState: Gauge<'breaker'>;
+  readonly breakerStates: Gauge<'breaker' | 'state'>;
   readonly recoveries: Counter<'result'>;
   readonly recoveryDuration: Histogram<'result'>;
   readonly restorePoints: Counter<'trigger'>;
@@ -40,6 +42,12 @@ export class RobotMetrics {
       name: 'rpa_robot_breaker_state',
       help: 'Circuit breaker state: 0 closed, 1 half-open, 2 open',
       labelNames: ['breaker'],
+      registers: [registry],
+    });
+    this.breakerStates = new Gauge({
+      name: 'rpa_robot_breaker_in_state',
+      help: 'Circuit breaker state, one series per state: 1 for the state the breaker is in, 0 for the others',
+      labelNames: ['breaker', 'state'],
       registers: [registry],
     });
     this.recoveries = new Counter({
@@ -79,9 +87,12 @@ export class RobotMetrics {
 
   breakerChanged(breaker: Breaker): void {
     this.breakerState.set({ breaker: breaker.name }, BREAKER_STATE_VALUE[breaker.state]);
+    for (const state of BREAKER_STATES)
+      this.breakerStates.set({ breaker: breaker.name, state }, state === breaker.state ? 1 : 0);
   }
 
   breakerForgotten(breaker: Breaker): void {
     this.breakerState.remove({ breaker: breaker.name });
+    for (const state of BREAKER_STATES) this.breakerStates.remove({ breaker: breaker.name, state });
   }
 }

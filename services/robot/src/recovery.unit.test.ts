@@ -14,7 +14,14 @@ function given(events: SessionEvent[]): ExistingSession {
 const ROBOT = { robotId: 'r1', epoch: 1 };
 const opened: SessionEvent = {
   type: 'SessionOpened',
-  data: { labels: {}, browser: {}, idleTimeoutMs: null },
+  data: {
+    labels: {},
+    browser: {},
+    idleTimeoutMs: null,
+    priority: 'normal',
+    onStepFailure: 'continue',
+    requires: {},
+  },
 };
 const claimed: SessionEvent = { type: 'SessionClaimed', data: { ...ROBOT, previousRobotId: null } };
 
@@ -36,7 +43,13 @@ function session(steps: Array<[string, StepSpec]>) {
     { type: 'StepStarted', data: ref(stepId) },
     {
       type: 'StepFailed',
-      data: { ...ref(stepId), error: { code: 'TIMEOUT', message: 'slow' }, durationMs: 1 },
+      data: {
+        ...ref(stepId),
+        error: { code: 'TIMEOUT', message: 'slow' },
+        durationMs: 1,
+        final: true,
+        retryInMs: null,
+      },
     },
   ];
   const cutOff = (stepId: string): SessionEvent[] => [{ type: 'StepStarted', data: ref(stepId) }];

@@ -17,13 +17,21 @@ import {
   type RecordRecovery,
   type SessionCommand,
   type SessionCommandHandler,
+  type SessionEvent,
   type StepSpec,
   type StepState,
   type StreamPlace,
+  type WaitReason,
 } from '@rpa/shared';
 import type { Breaker } from './breakers.js';
 import { ReportFailedError, RobotStoppingError, SessionLostError } from './errors.js';
 import { sleep } from './sleep.js';
+
+/** What the decider recorded for a reported step result. */
+export interface StepCompletion {
+  events: SessionEvent[];
+  step: StepState | undefined;
+}
 
 /** The robot's hold on a session: the epoch it claimed is on every report. */
 export interface Ownership {
@@ -183,13 +191,16 @@ export class Reporter {
     return result.state.status === 'none' ? undefined : result.state.steps[stepId];
   }
 
-  /** Records the step's result. */
+  /**
+   * Records the step's result; answers with what the decider made of it (a failure may be retried later or be
+   * final) and the step as it is now. The events are empty for a report the store already had.
+   */
   async completeStep(
     owner: Ownership,
     report: Pick<CompleteStep, 'stepId' | 'attempt' | 'durationMs' | 'outcome' | 'checkpoint'>,
     signal?: AbortSignal,
-  ): Promise<void> {
-    await this.report(
+  ): Promise<StepCompletion> {
+    const result = await this.report(
       owner,
       {
         type: 'CompleteStep',
@@ -198,6 +209,31 @@ export class Reporter {
         robotId: owner.robotId,
         epoch: owner.epoch,
         ...report,
+      },
+      signal,
+    );
+    return {
+      events: result.events.map((r) => r.event),
+      step: result.state.status === 'none' ? undefined : result.state.steps[report.stepId],
+    };
+  }
+
+  /** Records that the step in hand waits, unstarted, for its target origin's breaker to let calls through. */
+  async reportWaiting(
+    owner: Ownership,
+    wait: { stepId: string; reason: WaitReason; origin: string },
+    signal?: AbortSignal,
+  ): Promise<void> {
+    await this.report(
+      owner,
+      {
+        type: 'ReportWaiting',
+        // Unique per wait: the decider itself records nothing when the session already waits for the same reason.
+        commandId: `waiting:${owner.sessionId}:${wait.stepId}:${owner.epoch}:${randomUUID()}`,
+        ...this.base(owner),
+        robotId: owner.robotId,
+        epoch: owner.epoch,
+        ...wait,
       },
       signal,
     );

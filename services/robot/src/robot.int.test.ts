@@ -103,6 +103,8 @@ describe('robot on real NATS, the JetStream event store and Chromium', () => {
       labels: { suite: 'robot' },
       browser: BROWSER,
       idleTimeoutMs: null,
+      // The failing step of the first test is about the run going on: a failure must not pause the session.
+      onStepFailure: 'continue',
     });
     const opened = result.events[0]!;
     await publishAssignment(sessionId, opened.eventId, opened.metadata.occurredAt);

@@ -6,23 +6,26 @@ import {
   DEFAULT_STEP_TIMEOUT_MS,
   isTerminal,
   SessionWorkMessage,
+  type NatsConnection,
   type ExpiryReason,
   type Logger,
   type RestorePointRef,
   type SessionState,
   type StepSpec,
+  type StepState,
   type Topology,
   type WorkSettings,
 } from '@rpa/shared';
 import type { ArtifactStore } from './artifacts.js';
-import type { Breakers } from './breakers.js';
+import { originOf, type Breakers } from './breakers.js';
 import { BrowserUnavailableError, type RobotBrowser } from './browser.js';
 import { isRestorableUrl, watchDocuments } from './documentBoundary.js';
 import { ReportFailedError, RobotStoppingError, SessionLostError } from './errors.js';
+import { ControlNotices } from './controlNotices.js';
 import { startHeartbeat } from './heartbeat.js';
 import type { RobotMetrics } from './metrics.js';
 import { recoverSession, type ExistingSession, type RecoveryDeps } from './recovery.js';
-import type { Ownership, Reporter } from './reporter.js';
+import type { Ownership, Reporter, StepCompletion } from './reporter.js';
 import type { RestorePointStore, StorageState } from './restorePoints.js';
 import { cleanUpSession, deleteRestorePoint } from './sessionCleanup.js';
 import { pullOne } from './pull.js';
@@ -35,7 +38,21 @@ import { executeStep, type StepRunOutcome } from './stepExecutor.js';
  */
 export type RunnerOutcome = 'closed' | 'lost' | 'stopped' | 'failed' | 'parked';
 
-type StepMessage = Extract<SessionWorkMessage, { kind: 'step' }>;
+type StepWork = Extract<SessionWorkMessage, { kind: 'step' | 'retry' }>;
+
+/** How one attempt at a step ended for the message in hand. */
+type AttemptResult =
+  /** Its result is in the stream for good (or already was). */
+  | { kind: 'done'; status: 'succeeded' | 'failed' }
+  /** It failed and is tried again after the decider's delay. */
+  | { kind: 'retry'; delayMs: number }
+  /** The session changed while the step was held (resumed): look at it again. */
+  | { kind: 'again' }
+  /** The session is over and cleaned up: the run ends. */
+  | { kind: 'over'; outcome: RunnerOutcome };
+
+/** Default interval at which a paused session's stream is re-read, in case a control notice was lost. */
+export const DEFAULT_PAUSE_POLL_MS = 5_000;
 
 /** Why and after how long of idleness a held session is to be expired. */
 interface Expiry {
@@ -63,6 +80,10 @@ export interface SessionRunnerDeps {
   maxSessionDurationMs: number;
   /** Milliseconds, for step durations. */
   clock: () => number;
+  /** For the session's control notices (pause, resume, cancel); without it a paused step only polls. */
+  nc?: NatsConnection;
+  /** How often a step held in a paused session re-reads the stream. Default DEFAULT_PAUSE_POLL_MS. */
+  pausePollMs?: number;
 }
 
 /** Pull failures in a row (NATS down, consumer gone) before the session is handed back. */
@@ -70,14 +91,25 @@ const MAX_PULL_FAILURES = 10;
 
 /**
  * Runs one owned session: binds its durable step consumer, rebuilds the session's browser when another robot ran
- * it before (see recovery.ts), and consumes step and close messages one at a time, in order. A step is acked only
- * after its result is in the stream; a step whose result is already there is acked without running again. After a
- * step that loaded a new document, and after a checkpoint step, a restore point is taken and recorded with the
+ * it before (see recovery.ts), and consumes step, retry and close messages one at a time, in order. A step is acked
+ * only after its result is in the stream; a step whose result is already there is acked without running again. After
+ * a step that loaded a new document, and after a checkpoint step, a restore point is taken and recorded with the
  * step's result.
+ *
+ * Retries ride on JetStream redelivery: a failure the decider will retry naks the message with the recorded delay,
+ * a final one terminates it; attempt numbers come from the stream, never from the delivery count. A message is
+ * held (its in-progress signals go on) without starting its step while the target origin's breaker is open (no
+ * attempt is spent; the first call after is the half-open probe) and while the session is paused. The session's
+ * control notices wake a paused hold, and a cancellation interrupts the step in hand by closing its browser context.
  */
 export class SessionRunner {
   private readonly stopController = new AbortController();
   private readonly abortController = new AbortController();
+  /** Aborted when the session is found cancelled while a step is held or running. */
+  private readonly cancelController = new AbortController();
+  /** True while a step runs or waits for its origin's breaker: only then does a cancellation interrupt it. */
+  private inStep = false;
+  private readonly notices: ControlNotices;
   private readonly logger: Logger;
   private context: BrowserContext | null = null;
   private page: Page | null = null;
@@ -92,6 +124,38 @@ export class SessionRunner {
     readonly owner: Ownership,
   ) {
     this.logger = deps.logger.child({ sessionId: owner.sessionId, epoch: owner.epoch });
+    this.notices = new ControlNotices({
+      nc: deps.nc,
+      topology: deps.topology,
+      sessionId: owner.sessionId,
+      tenantId: owner.tenantId,
+      logger: this.logger,
+      onNotice: (notice) => {
+        if (notice.event === 'SessionCancelled') void this.checkCancelled();
+      },
+    });
+  }
+
+  private get cancelled(): boolean {
+    return this.cancelController.signal.aborted;
+  }
+
+  /**
+   * On a cancellation notice while a step is held or running: confirmed by the stream, the step is interrupted at
+   * once by closing the session's browser context (its browser calls reject).
+   */
+  private async checkCancelled(): Promise<void> {
+    if (!this.inStep || this.cancelled) return;
+    try {
+      const { state } = await this.deps.reporter.loadOnce(this.owner.sessionId);
+      if (state.status !== 'cancelled' || !this.inStep) return;
+    } catch (error) {
+      this.logger.warn({ err: error }, 'could not confirm a cancellation; the step goes on');
+      return;
+    }
+    this.logger.info({}, 'session cancelled: interrupting the step in hand');
+    this.cancelController.abort();
+    await this.closeContext();
   }
 
   /** Finishes the message in hand, then ends the run with "stopped". */
@@ -115,6 +179,7 @@ export class SessionRunner {
     try {
       this.heldSince = this.lastActivity = this.deps.clock();
       const consumer = await this.bindConsumer();
+      this.notices.start();
       if ((await this.prepare()) === 'parked') return 'parked';
       this.lastActivity = this.deps.clock();
       let failures = 0;
@@ -167,6 +232,7 @@ export class SessionRunner {
       this.logger.error({ err: error }, 'session run failed');
       return 'failed';
     } finally {
+      this.notices.stop();
       await this.closeContext();
     }
   }
@@ -257,8 +323,7 @@ export class SessionRunner {
     const stopHeartbeat = startHeartbeat(msg, this.deps.heartbeatMs);
     try {
       if (work.kind === 'close') return await this.close(msg);
-      await this.step(msg, work);
-      return null;
+      return await this.step(msg, work);
     } catch (error) {
       if (error instanceof SessionLostError) {
         this.logger.warn({ reason: error.message }, 'session lost to another robot: stopping without acks');
@@ -292,52 +357,146 @@ export class SessionRunner {
     }
   }
 
-  private async step(msg: JsMsg, work: StepMessage): Promise<void> {
-    const { reporter, metrics, clock, restorePoints } = this.deps;
+  /**
+   * Handles a step or retry message. Before the step in hand, an earlier step an operator re-queued runs first (in
+   * submission order). A retryable failure hands the message back to JetStream with the decider's delay; a final
+   * one terminates it. Returns an outcome when the run must end (the session ended while the step was held).
+   */
+  private async step(msg: JsMsg, work: StepWork): Promise<RunnerOutcome | null> {
+    const { reporter, metrics } = this.deps;
     const signal = this.abortController.signal;
-    const { stepId, step } = work;
+    const log = this.logger.child({ stepId: work.stepId });
+    for (;;) {
+      // Read from the stream, not the cached fold: an operator may have re-queued an earlier step, or paused the
+      // session, since this robot last looked; and only the stream says whether a redelivered step ran.
+      const loaded = await reporter.load(this.owner.sessionId, signal);
+      // Checked before any ack: a robot that lost the session (frozen past its ack wait) must not ack its successor's work.
+      const session = this.assertOwner(loaded.state);
+      const action = work.kind === 'step' ? work.step.action : session.steps[work.stepId]?.action;
+      if (isTerminal(session)) {
+        log.debug({ status: session.status }, 'session is over: step acked without running');
+        msg.ack();
+        if (action) metrics.stepHandled(action, 'skipped');
+        return null;
+      }
+      const known = session.steps[work.stepId];
+      if (known && isFinished(known)) {
+        // Its result is the proof that it ran: a redelivery (lost ack, broker restart) must not run it again.
+        log.debug({ status: known.status }, 'step already has a result: acked without running');
+        msg.ack();
+        metrics.stepHandled(known.action, 'skipped');
+        return null;
+      }
+      const earlier = requeuedBefore(session, known?.seq ?? work.seq);
+      const target = earlier ?? known;
+      const spec =
+        !earlier && work.kind === 'step' ? work.step : target ? await this.specOf(target) : undefined;
+      if (!spec) {
+        log.error({ kind: work.kind }, 'no spec for the step in the stream: terminated');
+        msg.term();
+        return null;
+      }
+      if (earlier) log.info({ earlier: earlier.stepId }, 'a re-queued earlier step runs first');
+      const result = await this.attempt(
+        msg,
+        session,
+        earlier?.stepId ?? work.stepId,
+        spec,
+        target?.seq ?? work.seq,
+      );
+      switch (result.kind) {
+        case 'again':
+          continue;
+        case 'over':
+          return result.outcome;
+        case 'retry':
+          // JetStream redelivers it after the delay; the redelivery runs the earliest runnable step again.
+          msg.nak(result.delayMs);
+          return null;
+        case 'done':
+          if (earlier) continue;
+          if (result.status === 'succeeded') msg.ack();
+          // The failure is final and recorded: redelivering would only fail again.
+          else msg.term();
+          return null;
+      }
+    }
+  }
+
+  /** The spec of a step as submitted, read from the stream. */
+  private async specOf(step: StepState): Promise<StepSpec | undefined> {
+    const specs = await this.deps.reporter.stepSpecs(
+      this.owner.sessionId,
+      [step],
+      this.abortController.signal,
+    );
+    return specs.get(step.stepId);
+  }
+
+  /**
+   * One attempt of one step: waits (unstarted, burning no attempt) while its origin's breaker is open, holds while
+   * the session is paused, then starts, runs and reports it.
+   */
+  private async attempt(
+    msg: JsMsg,
+    session: ExistingSession,
+    stepId: string,
+    step: StepSpec,
+    seq: number,
+  ): Promise<AttemptResult> {
+    const { reporter, metrics, clock, restorePoints, breakers } = this.deps;
+    const signal = this.abortController.signal;
     const log = this.logger.child({ stepId, action: step.action });
-    // A first delivery cannot have a result yet, so the cached fold will do (StartStep below proves it current); a
-    // redelivery reads the stream, because only a result there proves that the step ran.
-    const cached = msg.info.deliveryCount === 1 ? reporter.cached(this.owner.sessionId) : undefined;
-    const loaded = cached ?? (await reporter.load(this.owner.sessionId, signal));
-    // Checked before any ack: a robot that lost the session (frozen past its ack wait) must not ack its successor's work.
-    const session = this.assertOwner(loaded.state);
-    if (isTerminal(session)) {
-      log.debug({ status: session.status }, 'session is over: step acked without running');
-      msg.ack();
-      metrics.stepHandled(step.action, 'skipped');
-      return;
-    }
-    const known = session.steps[stepId];
-    if (known && (known.status === 'succeeded' || known.status === 'failed')) {
-      // Its result is the proof that it ran: a redelivery (lost ack, broker restart) must not run it again.
-      log.debug({ status: known.status }, 'step already has a result: acked without running');
-      msg.ack();
-      metrics.stepHandled(step.action, 'skipped');
-      return;
-    }
     const page = this.page;
     if (!page || page.isClosed() || !this.deps.browser.connected)
       throw new BrowserUnavailableError('the session page is gone');
-    const attempt = msg.info.deliveryCount;
-    const current = await reporter.startStep(this.owner, stepId, attempt, signal);
-    if (current && (current.status === 'succeeded' || current.status === 'failed')) {
-      log.debug({ status: current.status }, 'step already has a result: acked without running');
-      msg.ack();
-      metrics.stepHandled(step.action, 'skipped');
-      return;
+    const known = session.steps[stepId];
+
+    const origin = originOf(step.action === 'navigate' ? step.url : page.url());
+    const breaker = breakers.forOrigin(origin);
+    if (breaker.state === 'open') {
+      await reporter.reportWaiting(this.owner, { stepId, reason: 'ORIGIN_UNAVAILABLE', origin }, signal);
+      log.warn({ origin }, 'target breaker open: step waits unstarted');
+      this.inStep = true;
+      try {
+        await breaker.whenCallable(this.runSignal());
+      } finally {
+        this.inStep = false;
+      }
+      if (this.cancelled) return { kind: 'over', outcome: await this.finishCancelled(msg) };
+      if (this.stopping) throw new RobotStoppingError();
     }
+
+    let current: StepState | undefined;
+    try {
+      current = await reporter.startStep(this.owner, stepId, (known?.attempts ?? 0) + 1, signal);
+    } catch (error) {
+      if (error instanceof CommandRejectedError && error.code === 'SESSION_PAUSED')
+        return this.holdWhilePaused(msg);
+      throw error;
+    }
+    if (current && isFinished(current)) {
+      log.debug({ status: current.status }, 'step already has a result: not run');
+      metrics.stepHandled(step.action, 'skipped');
+      return { kind: 'done', status: current.status === 'succeeded' ? 'succeeded' : 'failed' };
+    }
+    const attempt = Math.max(1, current?.attempts ?? (known?.attempts ?? 0) + 1);
     log.info({ attempt }, 'step started');
     const started = clock();
     const documents = watchDocuments(page);
-    let outcome: StepRunOutcome;
+    let outcome: StepRunOutcome | undefined;
+    this.inStep = true;
     try {
       outcome = await this.execute(stepId, step, page);
+    } catch (error) {
+      if (!this.cancelled) throw error;
     } finally {
+      this.inStep = false;
       documents.stop();
     }
-    if (signal.aborted) throw new RobotStoppingError();
+    // Cancelled while it ran: its result is of no interest to anyone, and its browser context is gone.
+    if (this.cancelled) return { kind: 'over', outcome: await this.finishCancelled(msg) };
+    if (signal.aborted || !outcome) throw new RobotStoppingError();
     const durationMs = Math.max(0, clock() - started);
     const trigger =
       outcome.status !== 'succeeded'
@@ -348,14 +507,11 @@ export class SessionRunner {
             ? 'document'
             : null;
     const checkpoint = trigger
-      ? await this.takeRestorePoint(
-          known?.seq ?? work.seq,
-          trigger,
-          started + (step.timeoutMs ?? DEFAULT_STEP_TIMEOUT_MS),
-        )
+      ? await this.takeRestorePoint(seq, trigger, started + (step.timeoutMs ?? DEFAULT_STEP_TIMEOUT_MS))
       : undefined;
+    let completion: StepCompletion;
     try {
-      await reporter.completeStep(
+      completion = await reporter.completeStep(
         this.owner,
         { stepId, attempt, durationMs, outcome, ...(checkpoint ? { checkpoint } : {}) },
         signal,
@@ -373,15 +529,78 @@ export class SessionRunner {
       if (previous && previous !== checkpoint.stateKey)
         await deleteRestorePoint(restorePoints, previous, log);
     }
-    if (outcome.status === 'succeeded') {
-      msg.ack();
-      log.info({ durationMs }, 'step succeeded');
-    } else {
-      // The failure is recorded; redelivering would only fail again.
-      msg.term();
-      log.info({ durationMs, code: outcome.error.code }, 'step failed');
-    }
     metrics.stepHandled(step.action, outcome.status, durationMs / 1_000);
+    if (outcome.status === 'succeeded') {
+      log.info({ durationMs, attempt }, 'step succeeded');
+      return { kind: 'done', status: 'succeeded' };
+    }
+    const retryInMs = retryDelayOf(completion, stepId);
+    if (retryInMs !== null) {
+      log.info({ durationMs, attempt, code: outcome.error.code, retryInMs }, 'step failed: retried later');
+      return { kind: 'retry', delayMs: retryInMs };
+    }
+    log.info({ durationMs, attempt, code: outcome.error.code }, 'step failed for good');
+    return { kind: 'done', status: 'failed' };
+  }
+
+  /**
+   * Holds the message of a step the paused session may not start (its in-progress signals go on) until a control
+   * notice or a poll finds the session open again (look again), or over (cleaned up like a close). The session's
+   * longest hold still applies: a paused session held too long expires.
+   */
+  private async holdWhilePaused(msg: JsMsg): Promise<AttemptResult> {
+    const { reporter, clock, maxSessionDurationMs, pausePollMs } = this.deps;
+    const signal = this.abortController.signal;
+    this.logger.info({}, 'session paused: holding its next step');
+    for (;;) {
+      if (maxSessionDurationMs > 0 && clock() - this.heldSince > maxSessionDurationMs) {
+        const outcome = await this.expire({ reason: 'max_duration' }, msg);
+        if (outcome) return { kind: 'over', outcome };
+      }
+      const untilExpiry =
+        maxSessionDurationMs > 0
+          ? Math.max(1, this.heldSince + maxSessionDurationMs - clock() + 1)
+          : Infinity;
+      await this.notices.next(
+        Math.min(pausePollMs ?? DEFAULT_PAUSE_POLL_MS, untilExpiry),
+        this.stopController.signal,
+      );
+      if (this.stopping) throw new RobotStoppingError();
+      const { state } = await reporter.load(this.owner.sessionId, signal);
+      const session = this.assertOwner(state);
+      if (isTerminal(session)) return { kind: 'over', outcome: await this.finishOver(msg, session) };
+      if (session.status !== 'paused') {
+        this.logger.info({ status: session.status }, 'session no longer paused: going on');
+        return { kind: 'again' };
+      }
+    }
+  }
+
+  /** A signal that aborts when the run stops or the session is cancelled. */
+  private runSignal(): AbortSignal {
+    return AbortSignal.any([this.stopController.signal, this.cancelController.signal]);
+  }
+
+  /** Ends the run of a session cancelled while its step was held or running: nothing is reported. */
+  private async finishCancelled(msg: JsMsg): Promise<RunnerOutcome> {
+    const { state } = await this.deps.reporter.load(this.owner.sessionId, this.abortController.signal);
+    const session = this.assertOwner(state);
+    this.logger.info({}, 'session cancelled: the step in hand is abandoned');
+    return this.finishOver(msg, session);
+  }
+
+  /** Closes the browser context, acks the message in hand and removes what the session left in NATS. */
+  private async finishOver(msg: JsMsg, session: ExistingSession): Promise<RunnerOutcome> {
+    const { jsm, topology, restorePoints } = this.deps;
+    await this.closeContext();
+    msg.ack();
+    await cleanUpSession(
+      { jsm, topology, restorePoints, logger: this.logger },
+      this.owner.sessionId,
+      session.checkpoint?.stateKey ?? null,
+    );
+    this.logger.info({ status: session.status }, 'session over: closed');
+    return 'closed';
   }
 
   private execute(stepId: string, step: StepSpec, page: Page): Promise<StepRunOutcome> {
@@ -390,7 +609,7 @@ export class SessionRunner {
       { breakers, artifacts, logger: this.logger },
       { sessionId: this.owner.sessionId, stepId, step },
       page,
-      this.stopController.signal,
+      this.runSignal(),
     );
   }
 
@@ -459,7 +678,7 @@ export class SessionRunner {
    * Expires the session: records why, closes its browser context and removes what it left in NATS, like a close.
    * Null when the stream did not end the session (it needs an operator now): the run goes on.
    */
-  private async expire(expiry: Expiry): Promise<RunnerOutcome | null> {
+  private async expire(expiry: Expiry, held?: JsMsg): Promise<RunnerOutcome | null> {
     const { reporter, jsm, topology, restorePoints, clock } = this.deps;
     const signal = this.abortController.signal;
     await reporter.expireSession(this.owner, expiry, signal);
@@ -472,6 +691,7 @@ export class SessionRunner {
       return null;
     }
     await this.closeContext();
+    held?.ack();
     await cleanUpSession(
       { jsm, topology, restorePoints, logger: this.logger },
       this.owner.sessionId,
@@ -518,4 +738,29 @@ export class SessionRunner {
       this.logger.debug({ err: error }, 'closing the browser context failed (browser gone?)');
     }
   }
+}
+
+/** The earliest step before `seq` that an operator re-queued (it ran before and waits to run again), if any. */
+function requeuedBefore(session: ExistingSession, seq: number): StepState | undefined {
+  let earliest: StepState | undefined;
+  for (const step of Object.values(session.steps)) {
+    if (step.seq >= seq || step.status !== 'queued' || step.attempts === 0) continue;
+    if (!earliest || step.seq < earliest.seq) earliest = step;
+  }
+  return earliest;
+}
+
+/** The delay before the step's next attempt as the decider recorded it; null when the failure is final. */
+function retryDelayOf(completion: StepCompletion, stepId: string): number | null {
+  for (const event of completion.events) {
+    if (event.type === 'StepFailed' && event.data.stepId === stepId)
+      return event.data.final ? null : (event.data.retryInMs ?? null);
+  }
+  // A report the store already had: the step's state says whether it is to be retried, with its first delay.
+  const step = completion.step;
+  return step?.status === 'retrying' ? step.retry.initialMs : null;
+}
+
+function isFinished(step: StepState): boolean {
+  return step.status === 'succeeded' || step.status === 'failed';
 }

@@ -22,7 +22,8 @@ export interface StepExecutorDeps {
 
 /**
  * Runs one step of a session on its page behind the target origin's breaker; an open breaker pauses the step
- * instead of failing it. Step failures come back as a failed outcome; only a stop (RobotStoppingError) throws.
+ * instead of failing it. (The session runner already waits, unstarted, while the breaker is open; this pause covers
+ * the breaker opening again between that wait and the call, e.g. another session took the half-open probe.) Step failures come back as a failed outcome; only a stop (RobotStoppingError) throws.
  * Normal work and recovery replays both run steps through here, so a replay behaves exactly like the first run.
  */
 export async function executeStep(

@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { JetStreamClient } from '@nats-io/jetstream';
 import {
+  applyToDocument,
   AssignmentMessage,
+  ControlNotice,
   decodeSessionEvent,
   encodeMessage,
   sessionStreamId,
@@ -9,7 +11,9 @@ import {
   type Actor,
   type CommandResult,
   type EventStore,
+  type NatsConnection,
   type RecordedSessionEvent,
+  type SessionDocument,
   type SessionCommand,
   type SessionCommandHandler,
   type StepSpec,
@@ -56,6 +60,30 @@ export class WorkDriver {
     const { js, topology, tenantId } = this.deps;
     const body = encodeMessage(SessionWorkMessage, { v: 1, kind: 'step', sessionId, tenantId, ...work });
     await js.publish(topology.stepsSubject(sessionId), body, { msgID });
+  }
+
+  /** A retry message, as the dispatcher publishes one for StepRetried (msgID: the event's id). */
+  async publishRetry(sessionId: string, work: { stepId: string; seq: number }, msgID: string): Promise<void> {
+    const { js, topology, tenantId } = this.deps;
+    const body = encodeMessage(SessionWorkMessage, { v: 1, kind: 'retry', sessionId, tenantId, ...work });
+    await js.publish(topology.stepsSubject(sessionId), body, { msgID });
+  }
+
+  /** The control notice the dispatcher publishes (core NATS) for an operator's change to the session. */
+  async publishNotice(nc: NatsConnection, sessionId: string, event: ControlNotice['event']): Promise<void> {
+    const { topology, tenantId } = this.deps;
+    nc.publish(
+      topology.controlSubject(sessionId),
+      encodeMessage(ControlNotice, { v: 1, sessionId, tenantId, event }),
+    );
+    await nc.flush();
+  }
+
+  /** The session's read-model document, folded from its whole stream. */
+  async document(sessionId: string): Promise<SessionDocument | null> {
+    let doc: SessionDocument | null = null;
+    for (const recorded of await this.events(sessionId)) doc = applyToDocument(doc, recorded);
+    return doc;
   }
 
   async publishClose(sessionId: string, msgID: string): Promise<void> {

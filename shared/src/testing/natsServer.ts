@@ -16,6 +16,8 @@ export interface NatsServerHandle {
   stop(): Promise<void>;
   /** Kills the server with SIGKILL and starts it again on the same port and store (a broker crash). */
   crashAndRestart?(): Promise<void>;
+  /** Stops the server gracefully (SIGTERM: it writes its state out) and starts it again on the same port and store. */
+  restart?(): Promise<void>;
 }
 
 /** Finds the nats-server binary: NATS_SERVER_BIN, then PATH, then Debian's location. */
@@ -93,6 +95,10 @@ async function startBinary(binary: string): Promise<NatsServerHandle> {
     },
     async crashAndRestart() {
       await stopChild('SIGKILL');
+      await launch();
+    },
+    async restart() {
+      await stopChild('SIGTERM');
       await launch();
     },
   };
