@@ -181,7 +181,7 @@ async function pipelineThroughput(natsUrl: string, siteUrl: string): Promise<Pip
     prefix: uniquePrefix('t'),
     robots: ROBOTS,
     logLevel: 'warn',
-    env: { MAX_SESSIONS: String(env.BENCH_MAX_SESSIONS) },
+    env: { MAX_SESSIONS_PER_ROBOT: String(env.BENCH_MAX_SESSIONS) },
   });
   cleanups.push(['stack', () => stack.stop()]);
   const client = new RpaClient(stack.commandApiUrl, stack.queryApiUrl);

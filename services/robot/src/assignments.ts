@@ -1,5 +1,14 @@
 import type { Consumer, JetStreamClient, JsMsg } from '@nats-io/jetstream';
-import { AssignmentMessage, decodeMessage, type Logger, type Topology } from '@rpa/shared';
+import {
+  AssignmentMessage,
+  decodeMessage,
+  isTerminal,
+  PRIORITIES,
+  type Logger,
+  type NatsConnection,
+  type SessionPriority,
+  type Topology,
+} from '@rpa/shared';
 import { RobotStoppingError } from './errors.js';
 import { startHeartbeat, type StopHeartbeat } from './heartbeat.js';
 import type { RobotMetrics } from './metrics.js';
@@ -13,8 +22,17 @@ export interface AssignmentPullerDeps {
   topology: Topology;
   reporter: Reporter;
   maxSessions: number;
-  /** How long one pull waits on the server; also bounds how late a stop is noticed. */
+  /**
+   * Time between sweeps that pull from every priority's consumer (an assignment handed back with a delay comes
+   * back without any publish to wake the robot); also bounds how late a stop is noticed.
+   */
   pullExpiresMs: number;
+  /** For wake-ups: a core subscription to the assign subjects, so that a new assignment is pulled at once. */
+  nc?: NatsConnection;
+  /** The labels this robot carries; a session requiring others is handed back. Default none. */
+  labels?: Readonly<Record<string, string>>;
+  /** How long a session this robot cannot run (labels) waits before it is offered again. Default 3 s. */
+  mismatchDelayMs?: number;
   /** Interval of in-progress signals on held assignments. */
   heartbeatMs: number;
   /** How long a session handed back after a failure waits before it is offered again. */
@@ -52,6 +70,8 @@ export class AssignmentPuller {
   private readonly stopController = new AbortController();
   private loop: Promise<void> | null = null;
   private wakeUp: (() => void) | null = null;
+  /** Counts wake-ups, so that one arriving while the loop is busy is not lost. */
+  private pokes = 0;
 
   constructor(private readonly deps: AssignmentPullerDeps) {}
 
@@ -80,7 +100,7 @@ export class AssignmentPuller {
   /** Stops taking new assignments; resolves when no pull is pending any more. */
   async stopPulling(): Promise<void> {
     this.stopController.abort();
-    this.wakeUp?.();
+    this.poke();
     await this.loop;
   }
 
@@ -111,33 +131,86 @@ export class AssignmentPuller {
     }
   }
 
+  private poke(): void {
+    this.pokes += 1;
+    this.wakeUp?.();
+  }
+
+  /** Waits for a wake-up (a session released, an assignment published, a stop) or `ms`, whichever comes first. */
+  private async idle(seen: number, ms: number | null): Promise<void> {
+    if (this.pokes !== seen || this.stopController.signal.aborted) return;
+    let timer: NodeJS.Timeout | undefined;
+    await new Promise<void>((resolve) => {
+      this.wakeUp = resolve;
+      if (ms !== null) timer = setTimeout(resolve, ms);
+    });
+    clearTimeout(timer);
+    this.wakeUp = null;
+  }
+
+  /**
+   * Serves the priorities' consumers high before normal before low. A pull must wait at least a second on the
+   * server, so the consumers are not long-polled one after another: the robot asks each for its pending count in
+   * order and pulls from the first non-empty one; with nothing pending it sleeps until an assignment is published
+   * (core subscription on the assign subjects) or until the next sweep, which pulls from each in order so that
+   * assignments handed back with a delay (counted as in flight, not pending) are taken too.
+   */
   private async pullLoop(): Promise<void> {
     const { js, topology, pullExpiresMs, logger, maxSessions } = this.deps;
     const signal = this.stopController.signal;
-    let consumer: Consumer | null = null;
+    const consumers = new Map<SessionPriority, Consumer>();
+    const consumer = async (priority: SessionPriority): Promise<Consumer> => {
+      let c = consumers.get(priority);
+      if (!c) {
+        c = await js.consumers.get(topology.workStream, topology.assignmentsConsumerFor(priority));
+        consumers.set(priority, c);
+      }
+      return c;
+    };
+    const subscription = this.deps.nc?.subscribe(topology.assignWildcard, { callback: () => this.poke() });
     let failures = 0;
-    while (!signal.aborted) {
-      if (this.held.size >= maxSessions) {
-        await new Promise<void>((resolve) => (this.wakeUp = resolve));
-        this.wakeUp = null;
-        continue;
-      }
-      try {
-        consumer ??= await js.consumers.get(topology.workStream, topology.assignmentsConsumer);
-        const msg = await pullOne(consumer, pullExpiresMs, signal);
-        failures = 0;
-        if (!msg) continue;
-        if (signal.aborted) {
-          this.settleMessage(msg, 'nak');
-          break;
+    let nextSweep = 0;
+    try {
+      while (!signal.aborted) {
+        const seen = this.pokes;
+        if (this.held.size >= maxSessions) {
+          await this.idle(seen, null);
+          continue;
         }
-        this.accept(msg);
-      } catch (error) {
-        failures += 1;
-        consumer = null;
-        logger.warn({ err: error, failures }, 'pulling assignments failed');
-        await sleep(Math.min(10_000, 250 * 2 ** Math.min(failures, 6)), signal);
+        try {
+          let msg: JsMsg | null = null;
+          for (const priority of PRIORITIES) {
+            const c = await consumer(priority);
+            if ((await c.info(true)).num_pending === 0) continue;
+            msg = await pullOne(c, 1_000, signal);
+            if (msg) break;
+          }
+          if (!msg && Date.now() >= nextSweep) {
+            nextSweep = Date.now() + pullExpiresMs;
+            for (const priority of PRIORITIES) {
+              msg = await pullOne(await consumer(priority), 1_000, signal);
+              if (msg || signal.aborted) break;
+            }
+          }
+          failures = 0;
+          if (msg) {
+            if (signal.aborted) {
+              this.settleMessage(msg, 'nak');
+              break;
+            }
+            this.accept(msg);
+            continue;
+          }
+          await this.idle(seen, Math.max(0, nextSweep - Date.now()));
+        } catch (error) {
+          failures += 1;
+          consumers.clear();
+          logger.warn({ err: error, failures }, 'pulling assignments failed');
+          await sleep(Math.min(10_000, 250 * 2 ** Math.min(failures, 6)), signal);
+        }
       }
+    } finally {
+      subscription?.unsubscribe();
     }
   }
 
@@ -178,7 +251,7 @@ export class AssignmentPuller {
       entry.stopHeartbeat();
       this.held.delete(assignment.sessionId);
       metrics.sessionsHeld.set(this.held.size);
-      this.wakeUp?.();
+      this.poke();
     });
   }
 
@@ -186,6 +259,7 @@ export class AssignmentPuller {
     const { reporter, logger, retryDelayMs } = this.deps;
     const log = logger.child({ sessionId: assignment.sessionId });
     try {
+      if (!(await this.mayClaim(entry, assignment))) return;
       const claim = await reporter.claim(assignment, this.stopController.signal);
       switch (claim.kind) {
         case 'closed':
@@ -225,6 +299,42 @@ export class AssignmentPuller {
     }
   }
 
+  /**
+   * Checks, before claiming, that this robot may take the session: it carries every label the session requires
+   * (as the assignment says, and as the stream says: the stream is the truth) — otherwise the assignment is handed
+   * back with a delay, for a robot that does; and a reconciler's re-sent assignment is dropped when the session was
+   * claimed meanwhile (its original assignment covers it: claiming again would take it from its owner).
+   */
+  private async mayClaim(entry: Held, assignment: AssignmentMessage): Promise<boolean> {
+    const { reporter, logger } = this.deps;
+    const labels = this.deps.labels ?? {};
+    const delay = this.deps.mismatchDelayMs ?? 3_000;
+    const log = logger.child({ sessionId: assignment.sessionId });
+    if (assignment.requires && missingLabels(assignment.requires, labels).length > 0) {
+      log.info(
+        { missing: missingLabels(assignment.requires, labels) },
+        'session requires labels this robot lacks',
+      );
+      this.settleMessage(entry.msg, 'nak', delay);
+      return false;
+    }
+    const loaded = await reporter.load(assignment.sessionId, this.stopController.signal);
+    const state = loaded.state;
+    if (state.status === 'none' || isTerminal(state)) return true;
+    const missing = missingLabels(state.requires, labels);
+    if (missing.length > 0) {
+      log.info({ missing }, 'session requires labels this robot lacks');
+      this.settleMessage(entry.msg, 'nak', delay);
+      return false;
+    }
+    if (assignment.reason === 'reconciled' && state.epoch > 0) {
+      log.info({ reason: assignment.reason }, 're-sent assignment for a session claimed meanwhile: dropped');
+      this.settleMessage(entry.msg, 'ack');
+      return false;
+    }
+    return true;
+  }
+
   private settle(entry: Held, outcome: RunnerOutcome): void {
     switch (outcome) {
       case 'closed':
@@ -262,6 +372,16 @@ export class AssignmentPuller {
       this.deps.logger.warn({ err: error, seq: msg.seq, how }, 'settling an assignment failed');
     }
   }
+}
+
+/** The names of the required labels that `labels` does not carry with the same value. */
+export function missingLabels(
+  requires: Readonly<Record<string, string>>,
+  labels: Readonly<Record<string, string>>,
+): string[] {
+  return Object.entries(requires)
+    .filter(([name, value]) => labels[name] !== value)
+    .map(([name]) => name);
 }
 
 function assertNever(x: never): never {

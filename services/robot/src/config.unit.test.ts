@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, parseEnv } from '@rpa/shared';
-import { defaultRobotId, RobotEnv } from './config.js';
+import { defaultRobotId, maxSessionsPerRobot, RobotEnv } from './config.js';
 
 describe('robot configuration', () => {
   it('applies the documented defaults', () => {
@@ -28,5 +28,26 @@ describe('robot configuration', () => {
 
   it('derives a robot id safe for names and logs from any host name', () => {
     expect(defaultRobotId('pod 7/α')).toMatch(/^robot-pod-7--?-[0-9a-f]{8}$/);
+  });
+});
+
+describe('robot capacity and labels', () => {
+  it('reads MAX_SESSIONS_PER_ROBOT, falling back to the deprecated MAX_SESSIONS', () => {
+    expect(maxSessionsPerRobot(parseEnv(RobotEnv, {}))).toBe(4);
+    expect(maxSessionsPerRobot(parseEnv(RobotEnv, { MAX_SESSIONS: '2' }))).toBe(2);
+    expect(maxSessionsPerRobot(parseEnv(RobotEnv, { MAX_SESSIONS: '2', MAX_SESSIONS_PER_ROBOT: '7' }))).toBe(
+      7,
+    );
+    expect(() => parseEnv(RobotEnv, { MAX_SESSIONS_PER_ROBOT: '0' })).toThrow(/MAX_SESSIONS_PER_ROBOT/);
+  });
+
+  it('parses ROBOT_LABELS and names the variable on a bad entry', () => {
+    expect(parseEnv(RobotEnv, {}).ROBOT_LABELS).toEqual({});
+    expect(parseEnv(RobotEnv, { ROBOT_LABELS: 'region=eu, proxy=none' }).ROBOT_LABELS).toEqual({
+      region: 'eu',
+      proxy: 'none',
+    });
+    expect(() => parseEnv(RobotEnv, { ROBOT_LABELS: 'region' })).toThrow(/ROBOT_LABELS/);
+    expect(() => parseEnv(RobotEnv, { ROBOT_LABELS: 'bad name=x' })).toThrow(/ROBOT_LABELS/);
   });
 });

@@ -3,7 +3,7 @@ import { RobotHeartbeat, type Logger, type NatsConnection, type Topology } from 
 import { sleep } from './sleep.js';
 
 /** What a beat says about the robot right now; the rest (ids, times, status) the heartbeat adds. */
-export type RobotSnapshot = Pick<RobotHeartbeat, 'capacity' | 'sessions' | 'browser' | 'breakers'>;
+export type RobotSnapshot = Pick<RobotHeartbeat, 'capacity' | 'sessions' | 'browser' | 'breakers' | 'labels'>;
 
 export interface FleetHeartbeatDeps {
   kv: KV;
