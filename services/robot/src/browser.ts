@@ -46,6 +46,8 @@ export class RobotBrowser {
   private browser: Browser | null = null;
   private launching: Promise<Browser> | null = null;
   private closed = false;
+  /** Browsers closed on purpose by `restart`: their disconnect is expected, not a crash. */
+  private readonly retired = new WeakSet<Browser>();
 
   constructor(private readonly options: { executablePath: string; launchBreaker: Breaker; logger: Logger }) {}
 
@@ -75,6 +77,26 @@ export class RobotBrowser {
   /** The contexts open right now (sessions being run). */
   contexts(): BrowserContext[] {
     return this.browser?.contexts() ?? [];
+  }
+
+  /**
+   * Closes the browser (and every context in it) and launches a new one through the launch breaker. The sessions
+   * it held lose their pages: their runners see that at their next step and hand them over to recovery. A no-op
+   * once the browser is closed for good.
+   */
+  async restart(): Promise<void> {
+    if (this.closed) return;
+    const old = this.browser ?? (this.launching ? await this.launching.catch(() => null) : null);
+    if (old) {
+      this.retired.add(old);
+      if (this.browser === old) this.browser = null;
+      await old
+        .close()
+        .catch((error: unknown) =>
+          this.options.logger.warn({ err: error }, 'closing the old browser failed'),
+        );
+    }
+    if (!this.closed) await this.ensure();
   }
 
   /** Closes the browser and every context in it; later calls fail. Safe to call twice. */
@@ -119,7 +141,8 @@ export class RobotBrowser {
     }
     browser.on('disconnected', () => {
       if (this.browser === browser) this.browser = null;
-      if (this.closed) return;
+      // A restart launches its successor itself.
+      if (this.closed || this.retired.has(browser)) return;
       // Relaunch now so that readiness recovers without waiting for the next session; failures are retried on use.
       logger.warn({ executablePath }, 'browser disconnected: relaunching');
       this.ensure().catch((error: unknown) => logger.error({ err: error }, 'relaunching the browser failed'));

@@ -1,6 +1,6 @@
 import { closeAll, installShutdown, openServiceContext } from '@rpa/shared';
 import { resolveChromiumPath } from './browser.js';
-import { RobotEnv } from './config.js';
+import { maxSessionsPerRobot, RobotEnv } from './config.js';
 import { buildOpsServer } from './opsServer.js';
 import { createRobot } from './robot.js';
 
@@ -14,10 +14,13 @@ const robot = createRobot({
   logger,
   registry,
   chromiumPath: resolveChromiumPath(env.CHROMIUM_PATH),
-  maxSessions: env.MAX_SESSIONS,
+  maxSessions: maxSessionsPerRobot(env),
+  labels: env.ROBOT_LABELS,
   ackWaitMs: env.ACK_WAIT_MS,
   heartbeatIntervalMs: env.HEARTBEAT_INTERVAL_MS,
   maxSessionDurationMs: env.MAX_SESSION_DURATION_MS,
+  browserMemoryLimitBytes: env.BROWSER_MEMORY_LIMIT_MB * 1_048_576,
+  pausePollMs: env.PAUSE_POLL_MS,
 });
 const app = buildOpsServer(robot, registry);
 

@@ -20,6 +20,7 @@ import { AssignmentPuller } from './assignments.js';
 import { Breakers, defaultBreakerSettings, type BreakerSettings, type BreakerState } from './breakers.js';
 import { RobotBrowser } from './browser.js';
 import { browserMemoryBytes } from './browserMemory.js';
+import { BrowserMemoryGuard, DEFAULT_BROWSER_MEMORY_LIMIT_MB } from './memoryGuard.js';
 import { FleetHeartbeat, openRobotsBucket } from './fleetHeartbeat.js';
 import { RobotMetrics } from './metrics.js';
 import { DEFAULT_RETRY, Reporter, type RetryPolicy } from './reporter.js';
@@ -46,6 +47,10 @@ export interface RobotDeps {
   /** The Chromium binary (see resolveChromiumPath). */
   chromiumPath: string;
   maxSessions: number;
+  /** Labels this robot carries; sessions requiring others are handed back. */
+  labels?: Record<string, string>;
+  /** How long a session this robot lacks the labels for waits before it is offered again. Default 3 s. */
+  mismatchDelayMs?: number;
   /** Ack wait of the assignment and step consumers; progress is signalled every third of it. */
   ackWaitMs: number;
   stepMaxDeliver?: number;
@@ -63,10 +68,17 @@ export interface RobotDeps {
   snapshots?: SnapshotStore;
   /** Longest one session is held before it is expired with reason max_duration; 0 or absent: no limit. */
   maxSessionDurationMs?: number;
+  /** How often a step held in a paused session re-reads the stream (control notices usually wake it first). */
+  pausePollMs?: number;
   /** Time between fleet heartbeats in the robots bucket. Default 5 s. */
   heartbeatIntervalMs?: number;
   /** Resident memory of this robot's Chromium; read from /proc by default. */
   browserMemory?: () => Promise<number | null>;
+  /**
+   * Resident memory of the browser past which it is restarted (its sessions fail over to recovery), checked with
+   * every heartbeat. 0 turns the guard off; default 2 GiB.
+   */
+  browserMemoryLimitBytes?: number;
   now?: () => Date;
 }
 
@@ -132,6 +144,12 @@ export function createRobot(deps: RobotDeps): Robot {
   let heartbeat: FleetHeartbeat | null = null;
   let stopped: Promise<void> | null = null;
   const browserMemory = deps.browserMemory ?? (() => browserMemoryBytes(process.pid));
+  const memoryGuard = new BrowserMemoryGuard({
+    limitBytes: deps.browserMemoryLimitBytes ?? DEFAULT_BROWSER_MEMORY_LIMIT_MB * 1_048_576,
+    restart: () => browser.restart(),
+    logger,
+    registry: deps.registry,
+  });
 
   return {
     robotId,
@@ -158,10 +176,15 @@ export function createRobot(deps: RobotDeps): Robot {
         heartbeatMs,
         maxSessionDurationMs: deps.maxSessionDurationMs ?? 0,
         clock: () => Date.now(),
+        nc,
+        pausePollMs: deps.pausePollMs,
       };
       puller = new AssignmentPuller({
         js,
+        nc,
         topology,
+        labels: deps.labels ?? {},
+        ...(deps.mismatchDelayMs !== undefined ? { mismatchDelayMs: deps.mismatchDelayMs } : {}),
         reporter,
         maxSessions: deps.maxSessions,
         pullExpiresMs,
@@ -188,13 +211,14 @@ export function createRobot(deps: RobotDeps): Robot {
           browser: {
             connected: browser.connected,
             contexts: browser.contexts().length,
-            memoryBytes: await browserMemory(),
+            memoryBytes: memoryGuard.observed(await browserMemory()),
           },
           breakers: breakers.all().map((b) => ({ name: b.name, state: HEARTBEAT_BREAKER_STATE[b.state] })),
+          labels: deps.labels ?? {},
         }),
       });
       heartbeat.start();
-      logger.info({ maxSessions: deps.maxSessions, ackWaitMs }, 'robot started');
+      logger.info({ maxSessions: deps.maxSessions, ackWaitMs, labels: deps.labels ?? {} }, 'robot started');
     },
 
     stop(options = {}) {
@@ -202,6 +226,7 @@ export function createRobot(deps: RobotDeps): Robot {
         [
           ['heartbeat (stopping)', () => heartbeat?.stopping()],
           ['sessions', () => puller?.stop(options.graceMs ?? 15_000)],
+          ['browser restart', () => memoryGuard.idle()],
           ['browser', () => browser.close()],
           ['breakers', () => breakers.shutdown()],
           ['heartbeat', () => heartbeat?.stop()],
