@@ -70,6 +70,8 @@ export class AssignmentPuller {
   private readonly stopController = new AbortController();
   private loop: Promise<void> | null = null;
   private wakeUp: (() => void) | null = null;
+  /** Priorities on which another robot has just handed an assignment back. */
+  private readonly handedBack = new Set<SessionPriority>();
   /** Counts wake-ups, so that one arriving while the loop is busy is not lost. */
   private pokes = 0;
 
@@ -168,6 +170,14 @@ export class AssignmentPuller {
       return c;
     };
     const subscription = this.deps.nc?.subscribe(topology.assignWildcard, { callback: () => this.poke() });
+    const wakes = this.deps.nc?.subscribe(topology.assignWakeWildcard, {
+      callback: (_error, m) => {
+        const priority = m.subject.slice(m.subject.lastIndexOf('.') + 1) as SessionPriority;
+        if (!PRIORITIES.includes(priority)) return;
+        this.handedBack.add(priority);
+        this.poke();
+      },
+    });
     let failures = 0;
     let nextSweep = 0;
     try {
@@ -179,7 +189,13 @@ export class AssignmentPuller {
         }
         try {
           let msg: JsMsg | null = null;
+          // An assignment another robot just handed back is there to be pulled, though no count shows it.
           for (const priority of PRIORITIES) {
+            if (msg || !this.handedBack.delete(priority)) continue;
+            msg = await pullOne(await consumer(priority), 1_000, signal);
+          }
+          for (const priority of PRIORITIES) {
+            if (msg) break;
             const c = await consumer(priority);
             if ((await c.info(true)).num_pending === 0) continue;
             msg = await pullOne(c, 1_000, signal);
@@ -211,6 +227,7 @@ export class AssignmentPuller {
       }
     } finally {
       subscription?.unsubscribe();
+      wakes?.unsubscribe();
     }
   }
 
@@ -367,7 +384,13 @@ export class AssignmentPuller {
     try {
       if (how === 'ack') msg.ack();
       else if (how === 'term') msg.term();
-      else msg.nak(delayMs);
+      else {
+        msg.nak(delayMs);
+        // Handed back for another robot to take now: tell the idle ones which priority to pull.
+        const priority = msg.subject.slice(msg.subject.lastIndexOf('.') + 1) as SessionPriority;
+        if (!delayMs && PRIORITIES.includes(priority))
+          this.deps.nc?.publish(this.deps.topology.assignWakeSubject(priority));
+      }
     } catch (error) {
       this.deps.logger.warn({ err: error, seq: msg.seq, how }, 'settling an assignment failed');
     }

@@ -85,6 +85,16 @@ export class Topology {
   get assignWildcard(): string {
     return `${this.prefix}.work.assign.>`;
   }
+  /**
+   * Core-NATS subject (outside the work stream) on which a robot that hands an assignment back says so, so that
+   * idle robots pull it at once: a handed-back message is in flight, not pending, and no publish announces it.
+   */
+  assignWakeSubject(priority: SessionPriority): string {
+    return `${this.prefix}.wake.assign.${priority}`;
+  }
+  get assignWakeWildcard(): string {
+    return `${this.prefix}.wake.assign.*`;
+  }
   /** Durable consumer of the normal-priority assignments. */
   get assignmentsConsumer(): string {
     return this.assignmentsConsumerFor('normal');
