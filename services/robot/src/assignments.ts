@@ -197,16 +197,18 @@ export class AssignmentPuller {
           for (const priority of PRIORITIES) {
             if (msg) break;
             const c = await consumer(priority);
-            if ((await c.info(true)).num_pending === 0) continue;
+            // Fresh, not cached: a cached count says nothing about what was published since.
+            if ((await c.info()).num_pending === 0) continue;
             msg = await pullOne(c, 1_000, signal);
             if (msg) break;
           }
           if (!msg && Date.now() >= nextSweep) {
-            nextSweep = Date.now() + pullExpiresMs;
             for (const priority of PRIORITIES) {
               msg = await pullOne(await consumer(priority), 1_000, signal);
               if (msg || signal.aborted) break;
             }
+            // A sweep that found work sweeps again at once: more may have come back the same way.
+            nextSweep = msg ? 0 : Date.now() + pullExpiresMs;
           }
           failures = 0;
           if (msg) {

@@ -126,7 +126,12 @@ describe('scheduling: priorities, tenant caps, reconciliation', () => {
         const entry = await sessionsKv.get(topology.sessionKey(tenantId, sessionId));
         return entry && entry.operation === 'PUT' ? SessionDocument.parse(entry.json()) : null;
       },
-      async robot(robotId: string, maxSessions: number, labels: Record<string, string> = {}) {
+      async robot(
+        robotId: string,
+        maxSessions: number,
+        labels: Record<string, string> = {},
+        pullExpiresMs = 1_000,
+      ) {
         const robot: Robot = createRobot({
           nc,
           store,
@@ -139,7 +144,7 @@ describe('scheduling: priorities, tenant caps, reconciliation', () => {
           labels,
           ackWaitMs: work.ackWaitMs,
           stepMaxDeliver: work.stepMaxDeliver,
-          pullExpiresMs: 1_000,
+          pullExpiresMs,
           mismatchDelayMs: 1_000,
         });
         await robot.start();
@@ -174,6 +179,25 @@ describe('scheduling: priorities, tenant caps, reconciliation', () => {
     const n2At = await waitFor(() => t.claimedAt(n2), { timeoutMs: 20_000, description: 'N2 claimed' });
     expect(hAt).toBeLessThan(n1At);
     expect(n1At).toBeLessThan(n2At);
+  });
+
+  it('takes each waiting session as soon as a slot frees, without waiting for a sweep', async () => {
+    const t = await setup();
+    // Sweeps (which also find handed-back assignments) come every 10 minutes here: only the pending counts,
+    // read fresh each time a slot frees, can find the waiting sessions within the test.
+    await t.robot('robot-backlog', 1, {}, 600_000);
+    const sessions = [await t.open('acme'), await t.open('acme'), await t.open('acme')];
+    for (const [i, sessionId] of sessions.entries()) {
+      await waitFor(() => t.claimedAt(sessionId), {
+        timeoutMs: 20_000,
+        description: `session ${i + 1} of 3 claimed`,
+      });
+      await t.close(sessionId, 'acme');
+      await waitFor(() => t.hasEvent(sessionId, 'SessionClosed'), {
+        timeoutMs: 20_000,
+        description: `session ${i + 1} of 3 closed`,
+      });
+    }
   });
 
   it('holds a tenant’s third session queued at a cap of 2 until one of the first two ends', async () => {
