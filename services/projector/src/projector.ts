@@ -198,6 +198,7 @@ export function createProjector(deps: ProjectorDeps): Projector {
         // Room for the message's headers next to the document.
         maxDocumentBytes: maxPayload - 4 * 1024,
         hooks: metrics.readModelHooks(),
+        onStored: (doc) => reconciler?.observe(doc),
       });
       const dispatcher = new StepDispatcher({
         nc: deps.nc,

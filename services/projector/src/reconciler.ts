@@ -44,6 +44,7 @@ export interface ReconcilerDeps {
 }
 
 const RUNNABLE = new Set(['queued', 'open', 'closing']);
+const OVER = new Set(['closed', 'cancelled', 'expired', 'failed']);
 const UNFINISHED = new Set(['queued', 'running', 'retrying']);
 
 type Missing = 'steps' | 'assignment';
@@ -56,6 +57,12 @@ type Missing = 'steps' | 'assignment';
  */
 export class Reconciler {
   private readonly suspects = new Map<string, number>();
+  /**
+   * Keys of the documents of sessions that are not over, kept up to date by `observe`, so that a scan reads only
+   * those; the first scan reads every document once to learn them.
+   */
+  private readonly live = new Set<string>();
+  private seeded = false;
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> = Promise.resolve();
   private stopped = false;
@@ -125,16 +132,30 @@ export class Reconciler {
     return this.deps.gate ? this.deps.gate.admitted(doc.tenantId, doc.sessionId) : true;
   }
 
+  /** Tells the reconciler of a stored session document, so that it stops reading sessions that are over. */
+  observe(doc: SessionDocument): void {
+    const key = this.deps.topology.sessionKey(doc.tenantId, doc.sessionId);
+    if (OVER.has(doc.status)) this.live.delete(key);
+    else this.live.add(key);
+  }
+
   private async documents(): Promise<SessionDocument[]> {
     const docs: SessionDocument[] = [];
     const keys: string[] = [];
-    for await (const key of await this.deps.sessions.keys()) keys.push(key);
+    if (this.seeded) keys.push(...this.live);
+    else for await (const key of await this.deps.sessions.keys()) keys.push(key);
     for (const key of keys) {
       const entry = await this.deps.sessions.get(key);
-      if (!entry || entry.operation !== 'PUT') continue;
+      if (!entry || entry.operation !== 'PUT') {
+        this.live.delete(key);
+        continue;
+      }
       const parsed = SessionDocument.safeParse(entry.json());
-      if (parsed.success) docs.push(parsed.data);
+      if (!parsed.success) continue;
+      this.observe(parsed.data);
+      docs.push(parsed.data);
     }
+    this.seeded = true;
     return docs;
   }
 

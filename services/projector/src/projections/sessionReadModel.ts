@@ -45,6 +45,8 @@ export interface SessionReadModelOptions {
   /** Largest encoded document: the server's max_payload. A larger one is not written (and logged). */
   maxDocumentBytes?: number;
   hooks?: SessionReadModelHooks;
+  /** Called with each document once it is stored. */
+  onStored?(doc: SessionDocument): void;
 }
 
 interface Stored {
@@ -92,6 +94,7 @@ export class SessionReadModel {
   private readonly maxConflictRounds: number;
   private readonly maxDocumentBytes: number;
   private readonly hooks: SessionReadModelHooks;
+  private readonly onStored: SessionReadModelOptions['onStored'];
 
   constructor(options: SessionReadModelOptions) {
     this.kv = options.kv;
@@ -103,6 +106,7 @@ export class SessionReadModel {
     this.maxConflictRounds = options.maxConflictRounds ?? 10;
     this.maxDocumentBytes = options.maxDocumentBytes ?? 1024 * 1024;
     this.hooks = options.hooks ?? {};
+    this.onStored = options.onStored;
   }
 
   /** Applies one event to its session's document in memory; idempotent. Writes only when the buffer is full. */
@@ -203,6 +207,7 @@ export class SessionReadModel {
         this.remember(key, { doc, revision });
         this.pending.delete(key);
         this.hooks.written?.();
+        this.onStored?.(doc);
         return;
       } catch (error) {
         if (!isRevisionConflict(error) || round >= this.maxConflictRounds) {
