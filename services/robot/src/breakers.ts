@@ -135,7 +135,7 @@ export function defaultBreakerSettings(): BreakerSettings {
       timeoutMs: 30_000,
       resetTimeoutMs: 15_000,
       errorThresholdPercentage: 50,
-      volumeThreshold: 2,
+      volumeThreshold: 5,
     },
     origin: { timeoutMs: false, resetTimeoutMs: 30_000, errorThresholdPercentage: 50, volumeThreshold: 5 },
     maxOrigins: 500,

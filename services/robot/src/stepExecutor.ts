@@ -23,8 +23,11 @@ export interface StepExecutorDeps {
 /**
  * Runs one step of a session on its page behind the target origin's breaker; an open breaker pauses the step
  * instead of failing it. (The session runner already waits, unstarted, while the breaker is open; this pause covers
- * the breaker opening again between that wait and the call, e.g. another session took the half-open probe.) Step failures come back as a failed outcome; only a stop (RobotStoppingError) throws.
- * Normal work and recovery replays both run steps through here, so a replay behaves exactly like the first run.
+ * the breaker opening again between that wait and the call, e.g. another session took the half-open probe.) Step
+ * failures come back as a failed outcome; only a stop (RobotStoppingError) throws. A browser call still hanging past
+ * the step's timeout and a grace period is abandoned for real: the page is closed under it, so nothing it does can
+ * land later, and the session is rebuilt through recovery before its next step. Normal work and recovery replays
+ * both run steps through here, so a replay behaves exactly like the first run.
  */
 export async function executeStep(
   deps: StepExecutorDeps,
@@ -39,8 +42,16 @@ export async function executeStep(
     const breaker = deps.breakers.forOrigin(origin);
     try {
       const ctx = createStepContext({ page, sessionId, stepId, artifacts: deps.artifacts, timeoutMs });
+      const abandon = new AbortController();
+      abandon.signal.addEventListener('abort', () => {
+        deps.logger.warn(
+          { sessionId, stepId },
+          'a browser call outlived its step: closing the page under it',
+        );
+        void page.close({ runBeforeUnload: false }).catch(() => undefined);
+      });
       const output = await breaker.run(() =>
-        withHardLimit(runStep(step, ctx), timeoutMs + STEP_HARD_LIMIT_GRACE_MS),
+        withHardLimit(runStep(step, ctx), timeoutMs + STEP_HARD_LIMIT_GRACE_MS, abandon),
       );
       return { status: 'succeeded', output };
     } catch (error) {
@@ -61,14 +72,17 @@ export async function executeStep(
   };
 }
 
-/** Rejects with TIMEOUT if the work has not settled in time (a browser call that never returns). */
-function withHardLimit<T>(work: Promise<T>, ms: number): Promise<T> {
+/**
+ * Rejects with TIMEOUT if the work has not settled in time (a browser call that never returns), and aborts
+ * `abandon` so that the caller abandons the work for real.
+ */
+function withHardLimit<T>(work: Promise<T>, ms: number, abandon: AbortController): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () => reject(new StepFailure('TIMEOUT', `the step did not finish within ${ms} ms`)),
-      ms,
-    );
+    timer = setTimeout(() => {
+      abandon.abort();
+      reject(new StepFailure('TIMEOUT', `the step did not finish within ${ms} ms`));
+    }, ms);
   });
   return Promise.race([work, limit]).finally(() => clearTimeout(timer));
 }
