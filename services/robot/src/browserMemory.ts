@@ -2,9 +2,12 @@ import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /**
- * Resident memory (VmRSS, bytes) of the Chromium processes launched by the process `rootPid`: its children whose
+ * Memory (bytes) of the Chromium processes launched by the process `rootPid`: its children whose
  * command line names chrom(e|ium), and all their descendants (renderers, GPU and utility processes). Null where
- * /proc cannot be read (not Linux, or hidden). Processes that exit while being read are skipped.
+ * /proc cannot be read (not Linux, or hidden). Processes that exit while being read are skipped. Each process counts
+ * its proportional set size (Pss: pages it shares with the others, such as Chromium's code, count once across all of
+ * them); where that is not available, its resident size (VmRSS), which counts shared pages in every process and so
+ * overstates a browser with many renderers.
  */
 export async function browserMemoryBytes(rootPid: number, procRoot = '/proc'): Promise<number | null> {
   let entries: string[];
@@ -64,6 +67,13 @@ async function commandLine(procRoot: string, pid: number): Promise<string> {
 }
 
 async function residentBytes(procRoot: string, pid: number): Promise<number> {
+  try {
+    const rollup = await readFile(join(procRoot, String(pid), 'smaps_rollup'), 'utf8');
+    const pss = /^Pss:\s+(\d+)\s+kB/m.exec(rollup);
+    if (pss) return Number(pss[1]) * 1_024;
+  } catch {
+    // No smaps_rollup (older kernels, or a process that just exited): fall back to VmRSS.
+  }
   try {
     const status = await readFile(join(procRoot, String(pid), 'status'), 'utf8');
     const match = /^VmRSS:\s+(\d+)\s+kB/m.exec(status);

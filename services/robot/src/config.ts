@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { envFields, Labels, ServiceEnv } from '@rpa/shared';
+import { DEFAULT_BROWSER_MEMORY_LIMIT_MB } from './memoryGuard.js';
 
 /** A robot id for this process: `robot-<hostname>-<random>`, restricted to characters safe in names and logs. */
 export function defaultRobotId(host: string = hostname()): string {
@@ -51,7 +52,12 @@ export const RobotEnv = z.object({
    * Resident memory (MiB) of this robot's Chromium past which the browser is restarted, checked every heartbeat;
    * its sessions fail over to recovery. 0 turns the guard off.
    */
-  BROWSER_MEMORY_LIMIT_MB: z.coerce.number().int().min(0).max(1_048_576).default(2_048),
+  BROWSER_MEMORY_LIMIT_MB: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .max(1_048_576)
+    .default(DEFAULT_BROWSER_MEMORY_LIMIT_MB),
   /** How long a stopping robot lets the steps in hand finish before it interrupts them. */
   SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(120_000).default(15_000),
 });

@@ -1,7 +1,7 @@
 import { Counter, type Logger, type Registry } from '@rpa/shared';
 
 /** Default BROWSER_MEMORY_LIMIT_MB: a Chromium past this much resident memory is restarted. */
-export const DEFAULT_BROWSER_MEMORY_LIMIT_MB = 2_048;
+export const DEFAULT_BROWSER_MEMORY_LIMIT_MB = 4_096;
 
 export interface BrowserMemoryGuardOptions {
   /** Resident memory past which the browser is restarted; 0 turns the guard off. */

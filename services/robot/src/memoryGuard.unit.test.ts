@@ -86,9 +86,9 @@ describe('BrowserMemoryGuard', () => {
 });
 
 describe('BROWSER_MEMORY_LIMIT_MB', () => {
-  it('defaults to 2048 MiB, takes 0 (off), and names itself when bad', () => {
+  it('defaults to 4096 MiB, takes 0 (off), and names itself when bad', () => {
     expect(parseEnv(RobotEnv, {}).BROWSER_MEMORY_LIMIT_MB).toBe(DEFAULT_BROWSER_MEMORY_LIMIT_MB);
-    expect(DEFAULT_BROWSER_MEMORY_LIMIT_MB).toBe(2_048);
+    expect(DEFAULT_BROWSER_MEMORY_LIMIT_MB).toBe(4_096);
     expect(parseEnv(RobotEnv, { BROWSER_MEMORY_LIMIT_MB: '0' }).BROWSER_MEMORY_LIMIT_MB).toBe(0);
     expect(() => parseEnv(RobotEnv, { BROWSER_MEMORY_LIMIT_MB: '-1' })).toThrow(ConfigError);
     expect(() => parseEnv(RobotEnv, { BROWSER_MEMORY_LIMIT_MB: 'lots' })).toThrow(/BROWSER_MEMORY_LIMIT_MB/);
