@@ -11,7 +11,7 @@ import { WrongExpectedVersionError } from '../eventStore/errors.js';
 import type { EventStore, RecordedEvent } from '../eventStore/port.js';
 import type { Logger } from '../logging/logger.js';
 import { decide, type Rejection } from './decide.js';
-import { evolve } from './evolve.js';
+import { evolve, FoldScope } from './evolve.js';
 import { SNAPSHOT_FORMAT, type SessionSnapshot, type SnapshotStore } from './snapshot.js';
 import { initialState, type SessionState } from './state.js';
 
@@ -55,8 +55,9 @@ export function eventIdFor(commandId: string, index: number): string {
 /** Folds recorded session events onto a loaded state, telling `evolve` where each event is. */
 export function foldRecorded(base: LoadedSession, recorded: Iterable<RecordedSessionEvent>): LoadedSession {
   let { state, version, position } = base;
+  const scope = new FoldScope();
   for (const r of recorded) {
-    state = evolve(state, r.event, r.metadata, { revision: r.revision, position: r.position });
+    state = evolve(state, r.event, r.metadata, { revision: r.revision, position: r.position }, scope);
     version = r.revision;
     position = r.position;
   }

@@ -5,7 +5,7 @@ export {
   type Rejection,
   type RejectionCode,
 } from './decide.js';
-export { evolve } from './evolve.js';
+export { evolve, FoldScope } from './evolve.js';
 export {
   initialState,
   isTerminal,

@@ -18,6 +18,29 @@ function assertNever(x: never): never {
 }
 
 /**
+ * Lets one fold over many events update the state's collections (steps, order, submissions) in place: each
+ * collection is copied the first time the fold changes it and then owned by the fold, so folding n events costs
+ * O(n), not O(n²). States handed in from outside are never mutated; only the copies made within the scope are,
+ * which is safe because a fold keeps only its final state. Without a scope, evolve copies on every change.
+ */
+export class FoldScope {
+  private readonly owned = new WeakSet<object>();
+
+  writable<T extends object>(value: T, copy: (value: T) => T): T {
+    if (this.owned.has(value)) return value;
+    const copied = copy(value);
+    this.owned.add(copied);
+    return copied;
+  }
+}
+
+function writable<T extends object>(scope: FoldScope | undefined, value: T, copy: (value: T) => T): T {
+  return scope ? scope.writable(value, copy) : copy(value);
+}
+const copyRecord = <T extends object>(r: T): T => ({ ...r });
+const copyArray = <T>(a: T[]): T[] => [...a];
+
+/**
  * Folds one event into the state. Pure and total: an event that does not apply to the state leaves it as it
  * was, so that replaying any stream can never crash. The metadata is needed only for idempotency bookkeeping;
  * the event's place in its stream (revision and position) only to remember where each step was submitted.
@@ -27,6 +50,7 @@ export function evolve(
   event: SessionEvent,
   metadata?: Pick<SessionEventMetadata, 'sessionId' | 'tenantId' | 'idempotencyKey' | 'requestHash'>,
   place?: StreamPlace,
+  scope?: FoldScope,
 ): SessionState {
   switch (event.type) {
     case 'SessionOpened':
@@ -67,20 +91,25 @@ export function evolve(
         retry: event.data.step.retry ?? DEFAULT_RETRY_POLICY,
         ...(place ? { submitted: { revision: place.revision, position: place.position } } : {}),
       };
-      const submissions = { ...state.submissions };
+      let submissions = state.submissions;
       const key = metadata?.idempotencyKey;
       if (key) {
+        submissions = writable(scope, state.submissions, copyRecord);
         const prior = submissions[key];
         submissions[key] = {
           requestHash: metadata.requestHash ?? prior?.requestHash ?? '',
           steps: [...(prior?.steps ?? []), { stepId: step.stepId, seq: step.seq }],
         };
       }
+      const steps = writable(scope, state.steps, copyRecord);
+      steps[step.stepId] = step;
+      const order = writable(scope, state.order, copyArray);
+      order.push(step.stepId);
       return {
         ...state,
         lastSeq: Math.max(state.lastSeq, step.seq),
-        steps: { ...state.steps, [step.stepId]: step },
-        order: [...state.order, step.stepId],
+        steps,
+        order,
         submissions,
       };
     }
@@ -104,18 +133,23 @@ export function evolve(
       if (event.type === 'StepStarted') next = { ...step, status: 'running', attempts };
       else if (event.type === 'StepSucceeded') next = { ...step, status: 'succeeded', attempts };
       else next = { ...step, status: event.data.final ? 'failed' : 'retrying', attempts };
-      const steps = { ...state.steps, [step.stepId]: next };
+      const steps = writable(scope, state.steps, copyRecord);
+      steps[step.stepId] = next;
       // A step starting means its target lets it through: whatever the session waited for is over.
       return event.type === 'StepStarted' ? { ...state, steps, waiting: null } : { ...state, steps };
     }
     case 'StepDeadLettered':
+    case 'SecretUsed':
+      // Facts no decision depends on.
       return state;
     case 'StepRetried': {
       if (state.status === 'none') return state;
       const step = state.steps[event.data.stepId];
       if (!step || step.status !== 'failed') return state;
       const next: StepState = { ...step, status: 'queued', retriedAt: step.attempts };
-      return { ...state, steps: { ...state.steps, [step.stepId]: next } };
+      const steps = writable(scope, state.steps, copyRecord);
+      steps[step.stepId] = next;
+      return { ...state, steps };
     }
     case 'SessionPaused': {
       if (state.status !== 'open') return state;

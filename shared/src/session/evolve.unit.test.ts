@@ -3,7 +3,7 @@ import { decodeSessionEvent } from '../events/codec.js';
 import type { SessionEvent, SessionEventMetadata } from '../events/sessionEvents.js';
 import type { RecordedEvent } from '../eventStore/port.js';
 import { DEFAULT_RETRY_POLICY } from '../steps/stepSpec.js';
-import { evolve } from './evolve.js';
+import { evolve, FoldScope } from './evolve.js';
 import { initialState, type SessionState } from './state.js';
 
 type Meta = Pick<SessionEventMetadata, 'sessionId' | 'tenantId' | 'idempotencyKey' | 'requestHash'>;
@@ -625,5 +625,44 @@ describe('evolve: retries, dead letters, pauses, failures and waits', () => {
     const state = withStep(waiting('a'), paused(), end);
     expect(state).toMatchObject({ status, waiting: null });
     expect(state).not.toHaveProperty('pause');
+  });
+});
+
+describe('evolve within a fold scope', () => {
+  const stream: Array<[SessionEvent, Partial<Meta>]> = [
+    [opened, {}],
+    [submitted('a', 1), { idempotencyKey: 'k1', requestHash: 'h1' }],
+    [submitted('b', 2), { idempotencyKey: 'k1', requestHash: 'h1' }],
+    [claimed('r1', 1), {}],
+    [started('a'), {}],
+    [succeeded('a'), {}],
+    [submitted('c', 3), {}],
+    [started('b'), {}],
+    [failed('b'), {}],
+  ];
+
+  it('folds to exactly the state that evolving event by event gives', () => {
+    const scope = new FoldScope();
+    const scoped = stream.reduce<SessionState>(
+      (state, [event, extra]) => evolve(state, event, { ...meta, ...extra }, undefined, scope),
+      initialState(),
+    );
+    expect(scoped).toEqual(given(stream));
+  });
+
+  it('never changes a state handed in from outside the scope, only its own copies', () => {
+    const base = given(stream.slice(0, 4));
+    const before = structuredClone(base);
+    const scope = new FoldScope();
+    let state = base;
+    for (const [event, extra] of stream.slice(4))
+      state = evolve(state, event, { ...meta, ...extra }, undefined, scope);
+    expect(base).toEqual(before);
+    if (state.status === 'none' || base.status === 'none') throw new Error('unexpected empty state');
+    expect(state.steps).not.toBe(base.steps);
+    expect(state.order).not.toBe(base.order);
+    expect(Object.keys(state.steps)).toEqual(['a', 'b', 'c']);
+    // A state from before the fold, evolved again without the scope, is unaffected by what the fold did.
+    expect(Object.keys(base.steps)).toEqual(['a', 'b']);
   });
 });
