@@ -137,6 +137,7 @@ export function dispatchFor(recorded: RecordedSessionEvent, topology: Topology):
     case 'StepSucceeded':
     case 'StepFailed':
     case 'StepDeadLettered':
+    case 'SecretUsed':
     case 'SessionFailed':
     case 'SessionWaiting':
     case 'SessionCheckpointed':

@@ -124,6 +124,8 @@ const examples: { [K in SessionEventType]: () => RecordedSessionEvent } = {
       attempts: 3,
       error: { code: 'TIMEOUT', message: 'timed out' },
     }),
+  SecretUsed: () =>
+    recorded('SecretUsed', { name: 'login.password', stepId: 'a', attempt: 1, replay: false, ...robot }),
   StepRetried: () => recorded('StepRetried', { stepId: 'a', seq: 1 }),
   SessionPaused: () => recorded('SessionPaused', { reason: 'operator', stepId: null }),
   SessionFailed: () =>
@@ -306,6 +308,7 @@ describe('dispatchFor', () => {
     'StepDeadLettered',
     'SessionFailed',
     'SessionWaiting',
+    'SecretUsed',
   ] as const)('when %s is recorded, then there is no work to publish', (type) => {
     expect(dispatchFor(examples[type](), topology)).toEqual([]);
   });

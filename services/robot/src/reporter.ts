@@ -197,7 +197,10 @@ export class Reporter {
    */
   async completeStep(
     owner: Ownership,
-    report: Pick<CompleteStep, 'stepId' | 'attempt' | 'durationMs' | 'outcome' | 'checkpoint'>,
+    report: Pick<
+      CompleteStep,
+      'stepId' | 'attempt' | 'durationMs' | 'outcome' | 'checkpoint' | 'secretsUsed'
+    >,
     signal?: AbortSignal,
   ): Promise<StepCompletion> {
     const result = await this.report(
@@ -255,6 +258,27 @@ export class Reporter {
         robotId: owner.robotId,
         epoch: owner.epoch,
         ...report,
+      },
+      signal,
+    );
+  }
+
+  /** Records the secrets typed while replaying a step during recovery (names only): its result is not reported again. */
+  async recordSecretUse(
+    owner: Ownership,
+    use: { stepId: string; names: readonly string[] },
+    signal?: AbortSignal,
+  ): Promise<void> {
+    await this.report(
+      owner,
+      {
+        type: 'RecordSecretUse',
+        // Each replay is a use of its own; a retried report keeps its id.
+        commandId: `secret-replay:${owner.sessionId}:${use.stepId}:${owner.epoch}:${randomUUID()}`,
+        ...this.base(owner),
+        robotId: owner.robotId,
+        epoch: owner.epoch,
+        ...use,
       },
       signal,
     );

@@ -121,6 +121,18 @@ export interface CompleteStep extends RobotReport {
   outcome: { status: 'succeeded'; output: StepOutput } | { status: 'failed'; error: StepError };
   /** Only with a success: the restore point taken right after the step. */
   checkpoint?: RestorePointRef;
+  /** Names of the secrets the attempt resolved and typed (never their values): each is recorded as SecretUsed. */
+  secretsUsed?: readonly string[];
+}
+
+/**
+ * The owner typed secrets outside a reported attempt: while replaying a step that already succeeded, to rebuild the
+ * session's browser. Names only; each is recorded as SecretUsed with `replay: true`.
+ */
+export interface RecordSecretUse extends RobotReport {
+  type: 'RecordSecretUse';
+  stepId: string;
+  names: readonly string[];
 }
 
 /** The owner rebuilt the browser from a restore point and the steps after it. */
@@ -173,6 +185,7 @@ export type SessionCommand =
   | StartStep
   | CompleteStep
   | RecordRecovery
+  | RecordSecretUse
   | FlagAttention
   | ReportWaiting
   | ConfirmClose

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { StepError, StepOutput, StepSpec } from '../steps/stepSpec.js';
+import { SecretName, StepError, StepOutput, StepSpec } from '../steps/stepSpec.js';
 
 const Iso = z.iso.datetime({ offset: true });
 /** Why a session needs an operator. */
@@ -102,6 +102,18 @@ export const SessionEventData = {
     retryInMs: z.number().int().positive().nullable(),
     ...RobotRef,
   }),
+  /**
+   * A step used the secret `name` (its value was resolved and typed). A redacted fact for audit: the name only, never
+   * the value. Appended with the attempt's StepSucceeded or StepFailed; `replay`: typed again by recovery, rebuilding
+   * the browser with a step that had already succeeded (`attempt` is then that step's last attempt).
+   */
+  SecretUsed: z.strictObject({
+    name: SecretName,
+    stepId: z.string(),
+    attempt: z.number().int().positive(),
+    replay: z.boolean(),
+    ...RobotRef,
+  }),
   /** A step failed for good and is kept for an operator to retry; `attempts` counts those since the last retry. */
   StepDeadLettered: z.strictObject({
     stepId: z.string(),
@@ -185,6 +197,7 @@ export const CURRENT_SCHEMA_VERSION: Record<SessionEventType, number> = {
   StepStarted: 1,
   StepSucceeded: 1,
   StepFailed: 2,
+  SecretUsed: 1,
   StepDeadLettered: 1,
   StepRetried: 1,
   SessionPaused: 1,

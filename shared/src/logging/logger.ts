@@ -9,22 +9,43 @@ export interface Logger {
   child(bindings: Record<string, unknown>): Logger;
 }
 
-/** Paths whose values never reach a log line: credentials, cookies, secret-bearing fields and browser storage. */
-export const REDACT_PATHS = [
-  'req.headers.authorization',
-  'req.headers.cookie',
-  'req.headers["x-api-key"]',
-  'res.headers["set-cookie"]',
-  'headers.authorization',
-  'headers.cookie',
-  '*.password',
-  '*.secret',
-  '*.token',
-  '*.apiKey',
-  '*.value',
-  '*.storageState',
-  '*.cookies',
+/** Header names that carry credentials. */
+const CREDENTIAL_HEADERS = [
+  'authorization',
+  'cookie',
+  '["set-cookie"]',
+  '["x-api-key"]',
+  '["proxy-authorization"]',
+];
+/** Field names that carry secret values (a fill step's typed value is treated as one). */
+const SECRET_FIELDS = [
+  'password',
+  'secret',
+  'secretValue',
+  'token',
+  'accessToken',
+  'refreshToken',
+  'apiKey',
+  'value',
+  'storageState',
+  'cookies',
+];
+
+const header = (prefix: string, name: string) => `${prefix}${name.startsWith('[') ? '' : '.'}${name}`;
+
+/**
+ * Paths whose values never reach a log line: credential headers wherever a request or response is logged,
+ * secret-bearing fields at the top level and one level down, browser storage, and typed step values.
+ */
+export const REDACT_PATHS: readonly string[] = [
+  ...['req.headers', 'res.headers', 'headers', '*.headers', 'request.headers', 'response.headers'].flatMap(
+    (prefix) => CREDENTIAL_HEADERS.map((name) => header(prefix, name)),
+  ),
+  ...SECRET_FIELDS,
+  ...SECRET_FIELDS.map((field) => `*.${field}`),
   'step.value',
+  'steps[*].value',
+  '*.steps[*].value',
   'body.steps[*].value',
 ];
 
@@ -37,7 +58,7 @@ export function createLogger(options: {
   const opts: LoggerOptions = {
     name: options.name,
     level: options.level ?? 'info',
-    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    redact: { paths: [...REDACT_PATHS], censor: '[redacted]' },
     base: { service: options.name },
     timestamp: pino.stdTimeFunctions.isoTime,
   };

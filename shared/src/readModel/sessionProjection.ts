@@ -150,6 +150,8 @@ export function applyToDocument(
 
   switch (event.type) {
     case 'SessionOpened':
+    case 'SecretUsed':
+      // SecretUsed is an audit fact, shown by the session's event history: the document only moves its position.
       return touched;
     case 'StepSubmitted': {
       const { stepId, seq, step } = event.data;

@@ -300,6 +300,31 @@ describe('applyToDocument', () => {
     expect(next.position).toBeGreaterThan(opened.position);
   });
 
+  it('when a secret use is recorded, then only the position moves: the document holds no secret data', () => {
+    const r = history();
+    const opened = fold([
+      r('SessionOpened', {
+        labels: {},
+        browser: {},
+        idleTimeoutMs: null,
+        priority: 'normal',
+        onStepFailure: 'continue',
+        requires: {},
+      }),
+    ])!;
+    const used = r('SecretUsed', {
+      name: 'login.password',
+      stepId: 'a',
+      attempt: 1,
+      replay: false,
+      ...robot,
+    });
+    const next = applyToDocument(opened, used)!;
+    expect({ ...next, version: 0, position: opened.position, updatedAt: opened.updatedAt }).toEqual(opened);
+    expect(next.position).toBe(used.position);
+    expect(applyToDocument(next, used)).toBe(next);
+  });
+
   it('when a step extracts more than the document keeps, then its output is cut and marked truncated', () => {
     const r = history();
     const rows = Array.from({ length: DOCUMENT_OUTPUT_LIMITS.tableRows + 10 }, (_, i) => [`r${i}`]);

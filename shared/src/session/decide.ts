@@ -213,6 +213,7 @@ export function decide(command: SessionCommand, state: SessionState): Decision {
     case 'StartStep':
     case 'CompleteStep':
     case 'RecordRecovery':
+    case 'RecordSecretUse':
     case 'FlagAttention':
     case 'ReportWaiting':
     case 'ConfirmClose':
@@ -262,6 +263,16 @@ export function decide(command: SessionCommand, state: SessionState): Decision {
       }
       const step = state.steps[command.stepId];
       if (!step) return reject('STEP_NOT_FOUND', `step ${command.stepId} not found`);
+      if (command.type === 'RecordSecretUse') {
+        // A use is a fact even on a session that ended since: the value was typed.
+        const attempt = Math.max(1, step.attempts);
+        return accept(
+          [...new Set(command.names)].map((name) => ({
+            type: 'SecretUsed' as const,
+            data: { name, stepId: step.stepId, attempt, replay: true, ...robot },
+          })),
+        );
+      }
       if (step.status === 'succeeded' || step.status === 'failed') return accept([]);
       const ref = { stepId: step.stepId, seq: step.seq, robotId: command.robotId, epoch: command.epoch };
       if (command.type === 'StartStep') {
@@ -284,6 +295,11 @@ export function decide(command: SessionCommand, state: SessionState): Decision {
       if (state.status !== 'open' && state.status !== 'closing' && state.status !== 'paused')
         return reject('ILLEGAL_TRANSITION', `session is ${state.status}: no step runs`);
       const attempt = Math.max(command.attempt, step.attempts, 1);
+      // Recorded in the same append as the result: a use is on record exactly when the attempt is.
+      const used: SessionEvent[] = [...new Set(command.secretsUsed ?? [])].map((name) => ({
+        type: 'SecretUsed' as const,
+        data: { name, stepId: step.stepId, attempt, replay: false, ...robot },
+      }));
       if (command.outcome.status === 'failed') {
         const error = command.outcome.error;
         const spent = attempt - step.retriedAt;
@@ -291,10 +307,11 @@ export function decide(command: SessionCommand, state: SessionState): Decision {
         const failed = { ...ref, attempt, error, durationMs: command.durationMs };
         if (retryable && spent < step.retry.maxAttempts) {
           const retryInMs = retryDelayMs(step.retry, spent, command.commandId);
-          return accept([{ type: 'StepFailed', data: { ...failed, final: false, retryInMs } }]);
+          return accept([{ type: 'StepFailed', data: { ...failed, final: false, retryInMs } }, ...used]);
         }
         return accept([
           { type: 'StepFailed', data: { ...failed, final: true, retryInMs: null } },
+          ...used,
           ...failedForGood(state, step, retryable ? 'attempts_exhausted' : 'not_retryable', error, spent),
         ]);
       }
@@ -302,10 +319,11 @@ export function decide(command: SessionCommand, state: SessionState): Decision {
         type: 'StepSucceeded',
         data: { ...ref, attempt, output: command.outcome.output, durationMs: command.durationMs },
       };
-      if (!command.checkpoint) return accept([succeeded]);
+      if (!command.checkpoint) return accept([succeeded, ...used]);
       // One append: the restore point exists exactly when the step it follows is recorded as done.
       return accept([
         succeeded,
+        ...used,
         { type: 'SessionCheckpointed', data: { afterStepSeq: step.seq, ...command.checkpoint, ...robot } },
       ]);
     }

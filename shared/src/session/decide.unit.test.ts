@@ -10,6 +10,7 @@ import type {
   OpenSession,
   PauseSession,
   RecordRecovery,
+  RecordSecretUse,
   ReportWaiting,
   RequestClose,
   ResumeSession,
@@ -1579,5 +1580,111 @@ describe('a failed session', () => {
 
   it('given a failed session, when its owner reports it idle, then nothing happens', () => {
     given(failedSession).when(expire('r1', 1)).thenNothingHappens();
+  });
+});
+
+describe('secrets used by a step', () => {
+  const secretUsed = (name: string, stepId: string, attempt = 1): SessionEvent => ({
+    type: 'SecretUsed',
+    data: { name, stepId, attempt, replay: false, robotId: 'r1', epoch: 1 },
+  });
+  const usingSecrets = <T extends CompleteStep>(command: T, ...names: string[]): T => ({
+    ...command,
+    secretsUsed: names,
+  });
+
+  it('given a running step, when the owner reports success with the secrets it used, then StepSucceeded and one SecretUsed per name in one decision', () => {
+    given([...ownedByR1, started('r1', 1, 'b', 2)])
+      .when(usingSecrets(succeed('r1', 1, 'b'), 'login.user', 'login.password', 'login.user'))
+      .then([succeeded('r1', 1, 'b', 2), secretUsed('login.user', 'b'), secretUsed('login.password', 'b')]);
+  });
+
+  it('given a running step, when a retryable failure names a secret, then StepFailed and SecretUsed of that attempt', () => {
+    given([...ownedByR1, started('r1', 1, 'b', 2)])
+      .when(usingSecrets(fail('r1', 1, 'b'), 'login.password'))
+      .then([retryingFailure('r1', 1, 'b', 2), secretUsed('login.password', 'b')]);
+  });
+
+  it('given a running step, when a final failure names a secret, then SecretUsed is recorded before the dead letter', () => {
+    given([...ownedUnder('continue'), started('r1', 1, 'a', 1)])
+      .when(usingSecrets(failWith(NO_SELECTOR, 'a', 1), 'login.password'))
+      .then([
+        failure('a', 1, 1, NO_SELECTOR, null),
+        {
+          type: 'SecretUsed',
+          data: { name: 'login.password', stepId: 'a', attempt: 1, replay: false, robotId: 'r1', epoch: 1 },
+        },
+        deadLettered('a', 1, 'not_retryable', 1, NO_SELECTOR),
+      ]);
+  });
+
+  it('given a running step, when success with a checkpoint names a secret, then the use is between the result and the restore point', () => {
+    given([...ownedByR1, started('r1', 1, 'b', 2)])
+      .when(usingSecrets(succeedWithCheckpoint('r1', 1, 'b'), 'login.password'))
+      .then([
+        succeeded('r1', 1, 'b', 2),
+        secretUsed('login.password', 'b'),
+        {
+          type: 'SessionCheckpointed',
+          data: { afterStepSeq: 2, ...restorePoint, robotId: 'r1', epoch: 1 },
+        },
+      ]);
+  });
+
+  it('given a succeeded step, when its report with secrets is delivered again, then nothing happens (no second use)', () => {
+    given([
+      ...ownedByR1,
+      started('r1', 1, 'a', 1),
+      succeeded('r1', 1, 'a', 1),
+      secretUsed('login.password', 'a'),
+    ])
+      .when(usingSecrets(succeed('r1', 1, 'a'), 'login.password'))
+      .thenNothingHappens();
+  });
+
+  const replayUse = (
+    robotId: string,
+    epoch: number,
+    stepId: string,
+    ...names: string[]
+  ): RecordSecretUse => ({
+    ...base(),
+    type: 'RecordSecretUse',
+    robotId,
+    epoch,
+    stepId,
+    names,
+  });
+
+  it('given a succeeded step, when its new owner reports the secrets it typed replaying it, then SecretUsed marked as a replay', () => {
+    given([...ownedByR1, started('r1', 1, 'a', 1), succeeded('r1', 1, 'a', 1), claimed('r2', 2, 'r1')])
+      .when(replayUse('r2', 2, 'a', 'login.user', 'login.password', 'login.user'))
+      .then([
+        {
+          type: 'SecretUsed',
+          data: { name: 'login.user', stepId: 'a', attempt: 1, replay: true, robotId: 'r2', epoch: 2 },
+        },
+        {
+          type: 'SecretUsed',
+          data: { name: 'login.password', stepId: 'a', attempt: 1, replay: true, robotId: 'r2', epoch: 2 },
+        },
+      ]);
+  });
+
+  it('given a new owner, when the old one reports a replayed use, then STALE_EPOCH', () => {
+    given([...ownedByR1, succeeded('r1', 1, 'a', 1), claimed('r2', 2, 'r1')])
+      .when(replayUse('r1', 1, 'a', 'login.password'))
+      .thenRejects('STALE_EPOCH');
+  });
+
+  it('given the owner, when it reports a replayed use for an unknown step, then STEP_NOT_FOUND', () => {
+    given(ownedByR1)
+      .when(replayUse('r1', 1, 'nope', 'pw'))
+      .thenRejects('STEP_NOT_FOUND');
+  });
+
+  it('given SecretUsed in the history, then the state is as without it', () => {
+    const history: Given[] = [...ownedByR1, started('r1', 1, 'a', 1), succeeded('r1', 1, 'a', 1)];
+    expect(fold([...history, secretUsed('login.password', 'a')])).toEqual(fold(history));
   });
 });

@@ -62,12 +62,33 @@ const common = {
 
 export const NavigateStep = z.strictObject({ action: z.literal('navigate'), url: httpUrl, ...common });
 export const ClickStep = z.strictObject({ action: z.literal('click'), selector, ...common });
-export const FillStep = z.strictObject({
-  action: z.literal('fill'),
-  selector,
-  value: z.string().max(STEP_LIMITS.value),
-  ...common,
-});
+/**
+ * The name of a secret the robot resolves from its secret provider (an env var, a file of a mounted Kubernetes
+ * Secret). Starts with a letter and holds no `/`, so that it can never name a path outside the secrets directory.
+ */
+export const SecretName = z
+  .string()
+  .regex(/^[A-Za-z][A-Za-z0-9_.-]{0,127}$/, 'must be 1-128 of A-Z a-z 0-9 _ . - starting with a letter');
+export type SecretName = z.infer<typeof SecretName>;
+
+/**
+ * Types a literal `value`, or the value of the secret named `secret`: the robot resolves it at the moment it types
+ * it, so the value never travels in a command, an event or a work message. Exactly one of the two.
+ */
+export const FillStep = z
+  .strictObject({
+    action: z.literal('fill'),
+    selector,
+    value: z.string().max(STEP_LIMITS.value).optional(),
+    secret: SecretName.optional(),
+    ...common,
+  })
+  .superRefine((step, ctx) => {
+    if (step.value !== undefined && step.secret !== undefined)
+      ctx.addIssue({ code: 'custom', path: ['secret'], message: 'give either value or secret, not both' });
+    else if (step.value === undefined && step.secret === undefined)
+      ctx.addIssue({ code: 'custom', path: ['value'], message: 'value (or secret) is required' });
+  });
 export const PressStep = z.strictObject({
   action: z.literal('press'),
   selector,
@@ -125,6 +146,10 @@ export const StepErrorCode = z.enum([
   'CANCELLED',
   /** The broker gave up delivering the step (its delivery limit) before any result was recorded. */
   'DELIVERY_EXHAUSTED',
+  /** A step names a secret the robot's secret provider does not hold: retrying cannot help. */
+  'SECRET_NOT_FOUND',
+  /** The robot's egress policy refused the address a navigation led to (loopback, private, metadata...). */
+  'EGRESS_DENIED',
   'INTERNAL',
 ]);
 export type StepErrorCode = z.infer<typeof StepErrorCode>;

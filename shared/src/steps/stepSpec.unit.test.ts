@@ -127,6 +127,42 @@ describe('StepSpec', () => {
   });
 });
 
+describe('fill by secret', () => {
+  it('accepts a secret name instead of a value', () => {
+    const step = { action: 'fill', selector: '#password', secret: 'login.password', replay: 'never' };
+    expect(StepSpec.parse(step)).toEqual(step);
+  });
+
+  it('refuses a value and a secret together, naming secret', () => {
+    expect(issues({ action: 'fill', selector: '#a', value: 'x', secret: 'pw' })).toEqual([
+      'secret: give either value or secret, not both',
+    ]);
+  });
+
+  it('refuses neither a value nor a secret, naming value', () => {
+    expect(issues({ action: 'fill', selector: '#a' })).toEqual(['value: value (or secret) is required']);
+  });
+
+  it.each(['a', 'login.password', 'DB_PASS-2', `a${'b'.repeat(127)}`])(
+    'accepts the secret name %s',
+    (secret) => {
+      expect(issues({ action: 'fill', selector: '#a', secret })).toEqual([]);
+    },
+  );
+
+  it.each(['', '1pw', '.hidden', '..data', '../etc/passwd', 'a/b', 'a b', 'pw\n', `a${'b'.repeat(128)}`])(
+    'refuses the secret name %j, naming secret',
+    (secret) => {
+      expect(issues({ action: 'fill', selector: '#a', secret })[0]).toMatch(/^secret: /);
+    },
+  );
+
+  it('knows SECRET_NOT_FOUND as an error code that is not retried', () => {
+    expect(StepError.safeParse({ code: 'SECRET_NOT_FOUND', message: 'x' }).success).toBe(true);
+    expect(RETRYABLE_ERROR_CODES.has('SECRET_NOT_FOUND')).toBe(false);
+  });
+});
+
 describe('StepOutput and StepError', () => {
   it('accept each output kind and refuse an unknown one', () => {
     for (const output of [

@@ -16,7 +16,8 @@ export class StepFailure extends RpaError {
 
   /**
    * True when the failure says the target cannot be reached in time. Everything else is about the page or the step
-   * (a selector that matches nothing, an element that takes no text) and must not open the target's breaker.
+   * (a selector that matches nothing, an element that takes no text) or a policy decision (EGRESS_DENIED: the robot
+   * refused the address; the target is not unwell) and must not open the target's breaker.
    */
   get countsAgainstTarget(): boolean {
     return this.code === 'NAVIGATION_FAILED' || this.code === 'TIMEOUT';
