@@ -4,11 +4,21 @@ import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fast
 import type { Logger } from '../logging/logger.js';
 import { registerErrorHandler } from './errorHandler.js';
 import { toFastifyLogger } from './fastifyLogger.js';
+import {
+  DEFAULT_HTTP_LIMITS,
+  registerAbuseLimits,
+  serverTimeoutOptions,
+  type HttpLimits,
+} from './httpLimits.js';
+
+export * from './httpLimits.js';
 
 export interface ApiServerOptions {
   logger: Logger;
-  /** Largest request body accepted, in bytes; fastify's default (1 MiB) when absent. */
+  /** Largest request body accepted, in bytes, when `limits` does not say (256 KiB when neither does). */
   bodyLimit?: number;
+  /** Body, time and rate limits; each one absent takes its DEFAULT_HTTP_LIMITS value. */
+  limits?: Partial<HttpLimits>;
   openapi: {
     title: string;
     description: string;
@@ -17,17 +27,25 @@ export interface ApiServerOptions {
 }
 
 /**
- * The fastify instance both APIs start from: zod validation and serialization, the project's error bodies, and
- * an OpenAPI document generated from the route schemas and served at `/openapi.json` (no credentials needed).
+ * The fastify instance both APIs start from: zod validation and serialization, the project's error bodies, the
+ * abuse limits (body size, request and connection timeouts, security headers, per-caller rate limits; see
+ * registerAbuseLimits) and an OpenAPI document generated from the route schemas and served at `/openapi.json`
+ * (no credentials needed).
  */
 export async function createApiServer(options: ApiServerOptions): Promise<FastifyInstance> {
+  const limits: HttpLimits = {
+    ...DEFAULT_HTTP_LIMITS,
+    ...(options.bodyLimit === undefined ? {} : { bodyLimitBytes: options.bodyLimit }),
+    ...definedOnly(options.limits ?? {}),
+  };
   const app = Fastify({
     loggerInstance: toFastifyLogger(options.logger),
-    ...(options.bodyLimit === undefined ? {} : { bodyLimit: options.bodyLimit }),
+    ...serverTimeoutOptions(limits),
   });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   registerErrorHandler(app);
+  await registerAbuseLimits(app, limits);
   await app.register(swagger, {
     openapi: {
       info: { title: options.openapi.title, description: options.openapi.description, version: '0.1.0' },
@@ -37,4 +55,8 @@ export async function createApiServer(options: ApiServerOptions): Promise<Fastif
   });
   app.get('/openapi.json', { config: { ops: true }, schema: { hide: true } }, async () => app.swagger());
   return app;
+}
+
+function definedOnly<T extends object>(values: T): Partial<T> {
+  return Object.fromEntries(Object.entries(values).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

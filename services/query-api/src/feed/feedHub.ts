@@ -1,4 +1,4 @@
-import type { WebSocket } from '@fastify/websocket';
+import type { WebSocket, WebsocketPluginOptions } from '@fastify/websocket';
 import type { Actor, Logger } from '@rpa/shared';
 import type { SessionChange, SessionIndex } from '../index/sessionIndex.js';
 import {
@@ -93,9 +93,33 @@ export class FeedHub {
         : null;
   }
 
-  /** The ws-level frame limit: well above the answered limit, so that an oversized message still gets an error frame. */
+  /**
+   * The ws-level message limit: twice the answered limit, so that a message somewhat over it still gets an error
+   * frame saying so, while a larger one is refused by ws (close 1009) as its header arrives, before it is buffered.
+   */
   get wsMaxPayload(): number {
-    return Math.max(1024 * 1024, this.options.maxMessageBytes * 4);
+    return this.options.maxMessageBytes * 2;
+  }
+
+  /**
+   * Options for @fastify/websocket: the message limit, and an error handler for what ws refuses on its own (a
+   * frame over the limit, invalid UTF-8, a protocol violation). ws has already sent the close frame naming the
+   * fault (1009, 1007, 1002); it is left to complete the closing handshake rather than cut off, and the fault is
+   * the client's, so it is logged without alarm.
+   */
+  get pluginOptions(): WebsocketPluginOptions {
+    return {
+      options: { maxPayload: this.wsMaxPayload },
+      errorHandler: (error, socket) => {
+        const code = (error as { code?: unknown }).code;
+        if (typeof code === 'string' && code.startsWith('WS_ERR_')) {
+          this.logger.info({ wsError: code }, 'feed client sent a frame the protocol refuses');
+          return;
+        }
+        this.logger.info({ err: error }, 'feed connection failed');
+        socket.terminate();
+      },
+    };
   }
 
   /** Serves one upgraded connection for one tenant (and the actor its controls are issued as) until it closes. */
@@ -111,9 +135,15 @@ export class FeedHub {
       this.byTenant.set(tenantId, set);
     }
     set.add(conn);
-    socket.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) =>
-      this.onMessage(conn, data, isBinary),
-    );
+    socket.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) => {
+      // A fault in handling one message must not escape into ws's receiver, where it would end the process.
+      try {
+        this.onMessage(conn, data, isBinary);
+      } catch (error) {
+        this.logger.error({ err: error, tenantId: conn.tenantId }, 'feed message handling failed');
+        this.sendError(conn, 'INTERNAL', 'the message could not be handled');
+      }
+    });
     socket.on('pong', () => {
       conn.alive = true;
     });
@@ -236,6 +266,9 @@ export class FeedHub {
           ...outcome,
         };
         this.send(conn, result);
+      })
+      .catch((error: unknown) => {
+        this.logger.error({ err: error, control: control.type }, 'feed control answer failed');
       })
       .finally(() => {
         conn.controlsInFlight--;

@@ -71,7 +71,8 @@ export type FeedErrorCode =
   | 'MESSAGE_TOO_LARGE'
   | 'SUBSCRIPTION_LIMIT'
   | 'CONTROLS_UNAVAILABLE'
-  | 'TOO_MANY_CONTROLS';
+  | 'TOO_MANY_CONTROLS'
+  | 'INTERNAL';
 
 /** How a control message ended: the session's status right after it, or why it was refused. */
 export type ControlResult = {
