@@ -184,13 +184,14 @@ describe('crash recovery, robots as processes', () => {
       prefix: uniquePrefix('rec'),
       robots: 2,
       logDir,
+      egressAllow: [site.url],
       env: {
         ACK_WAIT_MS: String(ACK_WAIT_MS),
         HEARTBEAT_INTERVAL_MS: String(HEARTBEAT_INTERVAL_MS),
         SHUTDOWN_GRACE_MS: '5000',
       },
     });
-    client = new RpaClient(stack.commandApiUrl, stack.queryApiUrl);
+    client = new RpaClient(stack.commandApiUrl, stack.queryApiUrl, stack.apiKey);
     feed = await client.feed();
   });
 

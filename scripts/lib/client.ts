@@ -29,15 +29,26 @@ async function call<T>(
   return parsed as T;
 }
 
-/** A thin client of the command and query APIs. */
+/** A thin client of the command and query APIs, sending one credential (an API key or a JWT) with every call. */
 export class RpaClient {
   constructor(
     readonly commandApiUrl: string,
     readonly queryApiUrl: string,
+    /** Sent as `Authorization: Bearer`; without it, calls go out unauthenticated (AUTH_MODE=none). */
+    private readonly credential?: string,
   ) {}
 
+  /** The authorization header of this client, for callers that use fetch directly. */
+  get authHeaders(): Record<string, string> {
+    return this.credential ? { authorization: `Bearer ${this.credential}` } : {};
+  }
+
+  private call<T>(method: string, url: string, body?: unknown, headers: Record<string, string> = {}) {
+    return call<T>(method, url, body, { ...this.authHeaders, ...headers });
+  }
+
   openSession(body: Record<string, unknown> = {}, headers?: Record<string, string>) {
-    return call<{ sessionId: string; version: number }>(
+    return this.call<{ sessionId: string; version: number }>(
       'POST',
       `${this.commandApiUrl}/v1/sessions`,
       body,
@@ -45,7 +56,7 @@ export class RpaClient {
     );
   }
   submitSteps(sessionId: string, steps: readonly unknown[], headers?: Record<string, string>) {
-    return call<{ steps: Array<{ stepId: string; seq: number }> }>(
+    return this.call<{ steps: Array<{ stepId: string; seq: number }> }>(
       'POST',
       `${this.commandApiUrl}/v1/sessions/${sessionId}/steps`,
       { steps },
@@ -53,14 +64,14 @@ export class RpaClient {
     );
   }
   closeSession(sessionId: string) {
-    return call<unknown>('POST', `${this.commandApiUrl}/v1/sessions/${sessionId}/close`, {});
+    return this.call<unknown>('POST', `${this.commandApiUrl}/v1/sessions/${sessionId}/close`, {});
   }
   getSession(sessionId: string) {
-    return call<SessionDocument>('GET', `${this.queryApiUrl}/v1/sessions/${sessionId}`);
+    return this.call<SessionDocument>('GET', `${this.queryApiUrl}/v1/sessions/${sessionId}`);
   }
   /** Lets a session that needs attention go on, without replaying the steps it was stopped for. */
   resumeSession(sessionId: string) {
-    return call<{ sessionId: string; status: string }>(
+    return this.call<{ sessionId: string; status: string }>(
       'POST',
       `${this.commandApiUrl}/v1/sessions/${sessionId}/resume`,
       {},
@@ -68,7 +79,7 @@ export class RpaClient {
   }
   /** Holds a session: the step in hand finishes, no further step starts until it is resumed. */
   pauseSession(sessionId: string) {
-    return call<{ sessionId: string; status: string }>(
+    return this.call<{ sessionId: string; status: string }>(
       'POST',
       `${this.commandApiUrl}/v1/sessions/${sessionId}/pause`,
       {},
@@ -76,7 +87,7 @@ export class RpaClient {
   }
   /** Sends a step that failed for good back to run again. */
   retryStep(sessionId: string, stepId: string) {
-    return call<{ sessionId: string; stepId: string; status: string }>(
+    return this.call<{ sessionId: string; stepId: string; status: string }>(
       'POST',
       `${this.commandApiUrl}/v1/sessions/${sessionId}/steps/${stepId}/retry`,
       {},
@@ -84,7 +95,7 @@ export class RpaClient {
   }
   /** Ends a session for good. */
   cancelSession(sessionId: string, reason?: string) {
-    return call<{ sessionId: string; status: string }>(
+    return this.call<{ sessionId: string; status: string }>(
       'POST',
       `${this.commandApiUrl}/v1/sessions/${sessionId}/cancel`,
       reason === undefined ? {} : { reason },
@@ -92,7 +103,7 @@ export class RpaClient {
   }
   /** The session's events from the event store, oldest first. */
   async events(sessionId: string): Promise<SessionEventView[]> {
-    const body = await call<{ events: SessionEventView[] }>(
+    const body = await this.call<{ events: SessionEventView[] }>(
       'GET',
       `${this.queryApiUrl}/v1/sessions/${sessionId}/events`,
     );
@@ -100,11 +111,11 @@ export class RpaClient {
   }
   /** The fleet as the robots' heartbeats describe it. */
   async robots(): Promise<RobotView[]> {
-    const body = await call<{ items: RobotView[] }>('GET', `${this.queryApiUrl}/v1/robots`);
+    const body = await this.call<{ items: RobotView[] }>('GET', `${this.queryApiUrl}/v1/robots`);
     return body.items;
   }
   feed(): Promise<FeedClient> {
-    return FeedClient.connect(`${this.queryApiUrl.replace(/^http/, 'ws')}/v1/feed`);
+    return FeedClient.connect(`${this.queryApiUrl.replace(/^http/, 'ws')}/v1/feed`, this.authHeaders);
   }
 }
 
@@ -162,8 +173,9 @@ export class FeedClient {
     });
   }
 
-  static async connect(url: string): Promise<FeedClient> {
-    const socket = new WebSocket(url);
+  /** Opens the feed; `headers` carry the credential, checked before the upgrade is answered. */
+  static async connect(url: string, headers: Record<string, string> = {}): Promise<FeedClient> {
+    const socket = new WebSocket(url, { headers });
     await new Promise<void>((resolve, reject) => {
       socket.once('open', () => resolve());
       socket.once('error', reject);

@@ -5,9 +5,11 @@ import {
   registerAuth,
   registerOpsRoutes,
   type Authenticator,
+  type HttpLimits,
   type Logger,
   type ReadinessCheck,
   type Registry,
+  type Scope,
   type SessionCommandHandler,
   type SessionCommandType,
 } from '@rpa/shared';
@@ -53,6 +55,8 @@ export const DEFAULT_LIMITS: CommandApiLimits = {
   exhaustedRetries: 2,
 };
 
+const COMMAND_SCOPES: readonly Scope[] = ['sessions:write'];
+
 export interface CommandApiDeps {
   handler: SessionCommandHandler;
   authenticator: Authenticator;
@@ -62,6 +66,8 @@ export interface CommandApiDeps {
   clock?: () => Date;
   ids?: Partial<IdSource>;
   limits?: Partial<CommandApiLimits>;
+  /** Timeouts and rate limits (HTTP_*, RATE_LIMIT_*); its body limit, when given, overrides limits.bodyLimitBytes. */
+  http?: Partial<HttpLimits>;
 }
 
 /**
@@ -72,7 +78,7 @@ export async function buildApp(deps: CommandApiDeps): Promise<FastifyInstance> {
   const limits = { ...DEFAULT_LIMITS, ...deps.limits };
   const app = await createApiServer({
     logger: deps.logger,
-    bodyLimit: limits.bodyLimitBytes,
+    limits: { bodyLimitBytes: limits.bodyLimitBytes, ...deps.http },
     openapi: {
       title: 'RPA command API',
       description:
@@ -81,7 +87,8 @@ export async function buildApp(deps: CommandApiDeps): Promise<FastifyInstance> {
     },
   });
 
-  registerAuth(app, deps.authenticator);
+  // Every command route changes sessions: it needs sessions:write. Registered before the routes it guards.
+  registerAuth(app, deps.authenticator, { scopes: () => COMMAND_SCOPES });
   registerOpsRoutes(app, { registry: deps.registry, checks: deps.readiness });
 
   const metrics = new CommandMetrics(deps.registry);

@@ -1,10 +1,12 @@
 import { z } from 'zod';
-import { envFields, ServiceEnv, parseEnv } from '@rpa/shared';
+import { AuthEnv, envFields, HttpLimitsEnv, ServiceEnv, parseEnv } from '@rpa/shared';
 
 /** Every environment variable the command API reads. */
 export const CommandApiEnv = z.object({
   PORT: envFields.port(8080),
   DEFAULT_TENANT: envFields.tenant(),
+  ...AuthEnv,
+  ...HttpLimitsEnv,
   ...ServiceEnv,
 });
 export type CommandApiConfig = z.infer<typeof CommandApiEnv>;

@@ -16,7 +16,7 @@ import { ObservedStore } from './testing/observedStore.js';
 const headerTenant: Authenticator = async (request) => {
   const tenant = request.headers['x-test-tenant'];
   return typeof tenant === 'string'
-    ? { tenantId: tenant, actor: { kind: 'api-key', id: `key-${tenant}` } }
+    ? { tenantId: tenant, actor: { kind: 'api-key', id: `key-${tenant}` }, scopes: ['sessions:write'] }
     : null;
 };
 

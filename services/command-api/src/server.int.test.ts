@@ -1,7 +1,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, startNatsServer, uniquePrefix, waitFor, type NatsServerHandle } from '@rpa/shared/testing';
+import {
+  freePort,
+  startNatsServer,
+  testApiKey,
+  uniquePrefix,
+  waitFor,
+  type NatsServerHandle,
+} from '@rpa/shared/testing';
 
 const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 const entry = 'services/command-api/src/server.ts';
@@ -45,8 +52,32 @@ describe('command-api server entry', () => {
     expect(run.stderr()).toMatch(/PORT: /);
   });
 
+  it('refuses to start without credentials unless AUTH_MODE=none says so, and says how', async () => {
+    const run = startServer({ LOG_LEVEL: 'silent', NATS_URL: 'nats://127.0.0.1:1' });
+    expect(await run.exited).toBe(1);
+    expect(run.stderr()).toMatch(/no credentials configured: set API_KEYS or API_KEYS_FILE/);
+    expect(run.stderr()).toMatch(/AUTH_MODE=none/);
+
+    const contradictory = startServer({
+      LOG_LEVEL: 'silent',
+      AUTH_MODE: 'none',
+      API_KEYS: JSON.stringify([testApiKey('k', 'acme', ['sessions:write']).entry]),
+    });
+    expect(await contradictory.exited).toBe(1);
+    expect(contradictory.stderr()).toMatch(/AUTH_MODE=none: contradicts/);
+
+    const malformed = startServer({
+      LOG_LEVEL: 'silent',
+      API_KEYS: '[{"id":"k","tenant":"acme","scopes":[],"hash":"x"}]',
+    });
+    expect(await malformed.exited).toBe(1);
+    expect(malformed.stderr()).toMatch(/API_KEYS\[0\.scopes\]/);
+    expect(malformed.stderr()).toMatch(/API_KEYS\[0\.hash\]/);
+  });
+
   it('starts, answers /readyz and commands, and stops cleanly on SIGTERM', async () => {
     const port = await freePort();
+    const { key, entry } = testApiKey('server-test', 'acme', ['sessions:write']);
     const run = startServer(
       {
         PORT: String(port),
@@ -54,6 +85,7 @@ describe('command-api server entry', () => {
         NATS_URL: nats.url,
         NATS_PREFIX: uniquePrefix(),
         LOG_LEVEL: 'warn',
+        API_KEYS: JSON.stringify([entry]),
       },
       'node',
     );
@@ -66,10 +98,17 @@ describe('command-api server entry', () => {
         },
         { timeoutMs: 20_000, description: 'the command API to be ready' },
       );
-      const opened = await fetch(`${base}/v1/sessions`, {
+      const body = JSON.stringify({ labels: { via: 'process' } });
+      const anonymous = await fetch(`${base}/v1/sessions`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ labels: { via: 'process' } }),
+        body,
+      });
+      expect(anonymous.status).toBe(401);
+      const opened = await fetch(`${base}/v1/sessions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+        body,
       });
       expect(opened.status).toBe(201);
       run.child.kill('SIGTERM');

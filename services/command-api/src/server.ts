@@ -5,14 +5,24 @@ import {
   openServiceContext,
   runMain,
   SessionCommandHandler,
-  singleTenantAuthenticator,
+  authenticatorFromConfigOrExit,
+  parseEnvOrExit,
+  httpLimitsFromConfig,
 } from '@rpa/shared';
 import { buildApp } from './app.js';
 import { CommandApiEnv } from './config.js';
 
 async function main(): Promise<void> {
+  // Credentials are checked before anything connects: without any configured, the service does not start.
+  const auth = authenticatorFromConfigOrExit('command-api', parseEnvOrExit('command-api', CommandApiEnv));
   const ctx = await openServiceContext('command-api', CommandApiEnv);
   const { config, logger } = ctx;
+  if (auth.summary.mode === 'none')
+    logger.warn(
+      { auth: auth.summary },
+      'AUTH_MODE=none: every request is served unauthenticated for one tenant',
+    );
+  else logger.info({ auth: auth.summary }, 'authentication configured');
 
   const app = await buildApp({
     handler: new SessionCommandHandler({
@@ -20,8 +30,8 @@ async function main(): Promise<void> {
       logger: logger.child({ component: 'commands' }),
       snapshots: await NatsSnapshotStore.open(ctx.nc, ctx.topology, { logger }),
     }),
-    // Callers are not told apart yet: every request is served for the one configured tenant.
-    authenticator: singleTenantAuthenticator(config.DEFAULT_TENANT),
+    authenticator: auth.authenticator,
+    http: httpLimitsFromConfig(config),
     logger,
     registry: ctx.registry,
     readiness: ctx.checks,

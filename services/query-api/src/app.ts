@@ -6,15 +6,20 @@ import {
   Gauge,
   registerAuth,
   registerOpsRoutes,
+  type Actor,
+  type AuthContext,
   type Authenticator,
   type EventStore,
+  type HttpLimits,
   type Logger,
   type ReadinessCheck,
   type Registry,
+  type Scope,
   type SessionCommandHandler,
 } from '@rpa/shared';
 import { FeedHub, type FeedOptions } from './feed/feedHub.js';
-import { SessionControls } from './feed/sessionControls.js';
+import type { ControlMessage } from './feed/feedMessages.js';
+import { SessionControls, type ControlOutcome } from './feed/sessionControls.js';
 import type { RobotIndex } from './index/robotIndex.js';
 import { RobotStatus } from './index/robotView.js';
 import type { SessionIndex } from './index/sessionIndex.js';
@@ -24,6 +29,31 @@ import { registerEventRoutes } from './routes/events.js';
 import { registerFeedRoute } from './routes/feed.js';
 import { registerRobotRoutes } from './routes/robots.js';
 import { registerSessionRoutes } from './routes/sessions.js';
+
+const READ_SCOPES: readonly Scope[] = ['sessions:read'];
+const FLEET_SCOPES: readonly Scope[] = ['sessions:read', 'admin'];
+const isFleetRoute = (url: string) => url === '/v1/robots' || url.startsWith('/v1/robots/');
+
+const FEED_URL = '/v1/feed';
+
+/**
+ * Feed controls change sessions as the command API does, so they need what its routes need (sessions:write),
+ * while subscribing needs only sessions:read. The connection's actor (the object its upgrade request was
+ * authenticated as, handed to the hub) says whether its caller holds the scope.
+ */
+class ScopedSessionControls extends SessionControls {
+  private readonly writers = new WeakSet<Actor>();
+
+  admit(auth: AuthContext): void {
+    if (auth.scopes.includes('sessions:write')) this.writers.add(auth.actor);
+  }
+
+  override async issue(message: ControlMessage, tenantId: string, actor: Actor): Promise<ControlOutcome> {
+    if (!this.writers.has(actor))
+      return { ok: false, error: { code: 'FORBIDDEN', message: 'controls need the scope sessions:write' } };
+    return super.issue(message, tenantId, actor);
+  }
+}
 
 export interface AppDeps {
   index: SessionIndex;
@@ -35,6 +65,8 @@ export interface AppDeps {
   registry: Registry;
   readiness: ReadinessCheck[];
   feed?: Partial<FeedOptions>;
+  /** Body, time and rate limits (HTTP_*, RATE_LIMIT_*); DEFAULT_HTTP_LIMITS where absent. */
+  http?: Partial<HttpLimits>;
   /**
    * The command handler on this service's event store, for the feed's session controls. Without it, a control
    * message is answered with CONTROLS_UNAVAILABLE.
@@ -49,6 +81,7 @@ export interface AppDeps {
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = await createApiServer({
     logger: deps.logger,
+    ...(deps.http ? { limits: deps.http } : {}),
     openapi: {
       title: 'RPA query API',
       description:
@@ -57,14 +90,24 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
 
   const feedLogger = deps.logger.child({ component: 'feed' });
-  const controls = deps.commands ? new SessionControls({ handler: deps.commands, logger: feedLogger }) : null;
+  const controls = deps.commands
+    ? new ScopedSessionControls({ handler: deps.commands, logger: feedLogger })
+    : null;
   const hub = new FeedHub(deps.index, feedLogger, deps.feed, controls);
   // Runs before the websocket plugin's own preClose, so clients learn why they are being closed.
   app.addHook('preClose', async () => hub.closeAll());
-  await app.register(websocket, { options: { maxPayload: hub.wsMaxPayload } });
+  await app.register(websocket, hub.pluginOptions);
 
-  registerAuth(app, deps.authenticator);
+  // Registered before the routes it guards: every route reads sessions (sessions:read), except the fleet view,
+  // which an admin may read too (each robot still shows only the caller's sessions).
+  registerAuth(app, deps.authenticator, {
+    scopes: ({ url }) => (isFleetRoute(url) ? FLEET_SCOPES : READ_SCOPES),
+  });
   registerOpsRoutes(app, { registry: deps.registry, checks: deps.readiness });
+  // The upgrade request's caller decides, once, whether the connection may steer sessions.
+  app.addHook('preHandler', async (request) => {
+    if (request.routeOptions.url === FEED_URL && request.auth) controls?.admit(request.auth);
+  });
 
   registerSessionRoutes(app, deps.index);
   registerDeadLetterRoutes(app, deps.index);

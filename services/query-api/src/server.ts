@@ -7,7 +7,9 @@ import {
   openServiceContext,
   runMain,
   SessionCommandHandler,
-  singleTenantAuthenticator,
+  authenticatorFromConfigOrExit,
+  parseEnvOrExit,
+  httpLimitsFromConfig,
 } from '@rpa/shared';
 import { buildApp } from './app.js';
 import { QueryApiEnv } from './config.js';
@@ -15,8 +17,16 @@ import { RobotIndex } from './index/robotIndex.js';
 import { SessionIndex } from './index/sessionIndex.js';
 
 async function main(): Promise<void> {
+  // Credentials are checked before anything connects: without any configured, the service does not start.
+  const auth = authenticatorFromConfigOrExit('query-api', parseEnvOrExit('query-api', QueryApiEnv));
   const ctx = await openServiceContext('query-api', QueryApiEnv);
   const { config, logger, nc, topology } = ctx;
+  if (auth.summary.mode === 'none')
+    logger.warn(
+      { auth: auth.summary },
+      'AUTH_MODE=none: every request is served unauthenticated for one tenant',
+    );
+  else logger.info({ auth: auth.summary }, 'authentication configured');
 
   const kvm = new Kvm(nc);
   const kv = await kvm.create(topology.sessionsBucket);
@@ -39,8 +49,9 @@ async function main(): Promise<void> {
       logger: logger.child({ component: 'commands' }),
       snapshots: await NatsSnapshotStore.open(nc, topology, { logger }),
     }),
-    // Callers are not told apart yet: every request is served for the one configured tenant.
-    authenticator: singleTenantAuthenticator(config.DEFAULT_TENANT),
+    authenticator: auth.authenticator,
+    http: httpLimitsFromConfig(config),
+    feed: { maxSubscriptions: config.FEED_MAX_SUBSCRIPTIONS, maxMessageBytes: config.FEED_MAX_MESSAGE_BYTES },
     logger,
     registry: ctx.registry,
     readiness: [

@@ -6,3 +6,5 @@ export {
   type NatsServerHandle,
 } from './natsServer.js';
 export { waitFor, WaitTimeoutError } from './waitFor.js';
+export { startTestIssuer, testApiKey, type TestIssuer, type TestClaims } from './credentials.js';
+export { auditRoutes, fillParams, routerRoutes, type RouterRoute } from './routes.js';

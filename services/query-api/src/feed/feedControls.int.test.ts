@@ -25,7 +25,11 @@ import { FeedClient } from '../testing/feedClient.js';
 /** Every connection of an app is one tenant's, acting as one operator. */
 const operatorOf =
   (tenantId: string): Authenticator =>
-  async () => ({ tenantId, actor: { kind: 'api-key', id: `ops-${tenantId}` } });
+  async () => ({
+    tenantId,
+    actor: { kind: 'api-key', id: `ops-${tenantId}` },
+    scopes: ['sessions:read', 'sessions:write'],
+  });
 
 describe('session controls over the WebSocket feed', () => {
   let server: NatsServerHandle;
