@@ -1,6 +1,6 @@
 // `npm start`: brings the whole system up on this machine and runs a demo session against a bundled website.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { chmodSync, createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -99,6 +99,8 @@ async function main(): Promise<void> {
   try {
     nats = await startNats();
     say(`NATS with JetStream at ${nats.url}${nats.child ? ` (data in ${join(dataDir, 'nats')})` : ''}`);
+    // The demo site first: the robot's egress policy refuses loopback unless the site's origin is allow-listed.
+    site = await startDemoSite();
     stack = await startStack({
       natsUrl: nats.url,
       prefix: 'rpa',
@@ -109,14 +111,20 @@ async function main(): Promise<void> {
       },
       logDir,
       robots: 1,
+      egressAllow: [site.url],
     });
     say(
       `Services ready (logs in ${logDir}): command-api ${stack.commandApiUrl}, query-api ${stack.queryApiUrl}`,
     );
-    site = await startDemoSite();
     say(`Demo website at ${site.url}\n`);
 
-    const client = new RpaClient(stack.commandApiUrl, stack.queryApiUrl);
+    // The APIs accept the key generated for this run; it goes to a file only its owner can read, not to the screen.
+    const keyFile = join(dataDir, 'api-key');
+    mkdirSync(dataDir, { recursive: true });
+    writeFileSync(keyFile, `${stack.apiKey}\n`, { mode: 0o600 });
+    chmodSync(keyFile, 0o600);
+    say(`API key for tenant ${stack.tenant} (every scope, valid until Ctrl-C) in ${keyFile}\n`);
+    const client = new RpaClient(stack.commandApiUrl, stack.queryApiUrl, stack.apiKey);
     const feed = await client.feed();
     const { sessionId } = await client.openSession({ labels: { demo: 'orders' } });
     feed.subscribeSession(sessionId);
@@ -146,19 +154,20 @@ async function main(): Promise<void> {
     const failed = done.steps.filter((s) => s.status === 'failed').length;
     const shot = done.steps.find((s) => s.output?.kind === 'artifact')?.output;
     say(`\n${done.steps.length - failed} of ${done.steps.length} steps succeeded; the session is closed.\n`);
+    const auth = `-H "Authorization: Bearer $(cat ${keyFile})"`;
     say('Look at it:');
-    say(`  curl ${stack.queryApiUrl}/v1/sessions/${sessionId}`);
-    say(`  curl ${stack.queryApiUrl}/v1/sessions/${sessionId}/events`);
+    say(`  curl ${auth} ${stack.queryApiUrl}/v1/sessions/${sessionId}`);
+    say(`  curl ${auth} ${stack.queryApiUrl}/v1/sessions/${sessionId}/events`);
     if (shot?.kind === 'artifact')
-      say(`  curl -o screenshot.png ${stack.queryApiUrl}/v1/artifacts/${shot.artifactKey}`);
-    say(`  curl ${stack.queryApiUrl}/v1/sessions`);
+      say(`  curl ${auth} -o screenshot.png ${stack.queryApiUrl}/v1/artifacts/${shot.artifactKey}`);
+    say(`  curl ${auth} ${stack.queryApiUrl}/v1/sessions`);
     say(
-      `  live feed: ${stack.queryApiUrl.replace(/^http/, 'ws')}/v1/feed  (send {"subscribe":{"all":true}})`,
+      `  live feed: ${stack.queryApiUrl.replace(/^http/, 'ws')}/v1/feed  (with the same header; send {"subscribe":{"all":true}})`,
     );
     say(`  OpenAPI: ${stack.commandApiUrl}/openapi.json and ${stack.queryApiUrl}/openapi.json`);
     say(`  metrics: ${stack.commandApiUrl}/metrics`);
     say(
-      `\nEverything keeps running; open more sessions with POST ${stack.commandApiUrl}/v1/sessions. Ctrl-C stops it all.`,
+      `\nEverything keeps running; open more sessions with POST ${stack.commandApiUrl}/v1/sessions (same header). Ctrl-C stops it all.`,
     );
     await feed.close();
     // Watch the services: if one dies, say so and stop the rest.

@@ -22,8 +22,14 @@ describe('the whole pipeline, services as processes', () => {
   beforeAll(async () => {
     nats = await startNatsServer();
     site = await startDemoSite();
-    stack = await startStack({ natsUrl: nats.url, prefix: uniquePrefix('e'), robots: 1, logLevel: 'warn' });
-    client = new RpaClient(stack.commandApiUrl, stack.queryApiUrl);
+    stack = await startStack({
+      natsUrl: nats.url,
+      prefix: uniquePrefix('e'),
+      robots: 1,
+      logLevel: 'warn',
+      egressAllow: [site.url],
+    });
+    client = new RpaClient(stack.commandApiUrl, stack.queryApiUrl, stack.apiKey);
     feed = await client.feed();
   });
 
@@ -66,7 +72,9 @@ describe('the whole pipeline, services as processes', () => {
     expect(shot?.kind).toBe('artifact');
     if (shot?.kind !== 'artifact') return;
     const png = Buffer.from(
-      await (await fetch(`${stack.queryApiUrl}/v1/artifacts/${shot.artifactKey}`)).arrayBuffer(),
+      await (
+        await fetch(`${stack.queryApiUrl}/v1/artifacts/${shot.artifactKey}`, { headers: client.authHeaders })
+      ).arrayBuffer(),
     );
     expect(png.subarray(0, 8).toString('hex')).toBe('89504e470d0a1a0a');
     expect(png.length).toBe(shot.bytes);
@@ -111,7 +119,7 @@ describe('the whole pipeline, services as processes', () => {
 
     // The stream holds exactly one result per step.
     const { events } = (await (
-      await fetch(`${stack.queryApiUrl}/v1/sessions/${sessionId}/events`)
+      await fetch(`${stack.queryApiUrl}/v1/sessions/${sessionId}/events`, { headers: client.authHeaders })
     ).json()) as { events: Array<{ type: string; data: { stepId?: string } }> };
     const results = events
       .filter((e) => e.type === 'StepSucceeded' || e.type === 'StepFailed')
@@ -126,12 +134,12 @@ describe('the whole pipeline, services as processes', () => {
     await client.closeSession(sessionId);
     const res = await fetch(`${stack.commandApiUrl}/v1/sessions/${sessionId}/steps`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', ...client.authHeaders },
       body: JSON.stringify({ steps: [{ action: 'click', selector: '#x' }] }),
     });
     expect(res.status).toBe(409);
     const { events } = (await (
-      await fetch(`${stack.queryApiUrl}/v1/sessions/${sessionId}/events`)
+      await fetch(`${stack.queryApiUrl}/v1/sessions/${sessionId}/events`, { headers: client.authHeaders })
     ).json()) as { events: Array<{ type: string }> };
     expect(events.map((e) => e.type)).not.toContain('StepSubmitted');
   });

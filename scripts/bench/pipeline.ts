@@ -19,8 +19,14 @@ const DEADLINE = Date.now() + 10 * 60_000;
 
 async function pipelineLatencies(natsUrl: string): Promise<number[]> {
   const site = await startDemoSite();
-  const stack = await startStack({ natsUrl, prefix: uniquePrefix('b'), robots: 1, logLevel: 'warn' });
-  const client = new RpaClient(stack.commandApiUrl, stack.queryApiUrl);
+  const stack = await startStack({
+    natsUrl,
+    prefix: uniquePrefix('b'),
+    robots: 1,
+    logLevel: 'warn',
+    egressAllow: [site.url],
+  });
+  const client = new RpaClient(stack.commandApiUrl, stack.queryApiUrl, stack.apiKey);
   const feed = await client.feed();
   try {
     const { sessionId } = await client.openSession({ labels: { bench: 'pipeline' } });

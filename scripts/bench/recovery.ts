@@ -217,9 +217,10 @@ try {
     robots: 1,
     logDir,
     logLevel: env.LOG_LEVEL,
+    egressAllow: [site.url],
     env: { ACK_WAIT_MS: String(ACK_WAIT_MS) },
   });
-  const client = new RpaClient(stack.commandApiUrl, stack.queryApiUrl);
+  const client = new RpaClient(stack.commandApiUrl, stack.queryApiUrl, stack.apiKey);
   // With the stack up and idle, as it is when a take-over starts.
   const floor = await playwrightFloor(site);
   const floorMs = percentile(floor, 50);

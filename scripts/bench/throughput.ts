@@ -158,10 +158,10 @@ interface PipelineFigures {
   failed: number;
 }
 
-async function submitBatch(commandApiUrl: string, items: unknown[]): Promise<string[]> {
+async function submitBatch(commandApiUrl: string, apiKey: string, items: unknown[]): Promise<string[]> {
   const res = await fetch(`${commandApiUrl}/v1/sessions:batch`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${apiKey}` },
     body: JSON.stringify({ items }),
     signal: AbortSignal.timeout(remaining()),
   });
@@ -181,10 +181,11 @@ async function pipelineThroughput(natsUrl: string, siteUrl: string): Promise<Pip
     prefix: uniquePrefix('t'),
     robots: ROBOTS,
     logLevel: 'warn',
+    egressAllow: [siteUrl],
     env: { MAX_SESSIONS_PER_ROBOT: String(env.BENCH_MAX_SESSIONS) },
   });
   cleanups.push(['stack', () => stack.stop()]);
-  const client = new RpaClient(stack.commandApiUrl, stack.queryApiUrl);
+  const client = new RpaClient(stack.commandApiUrl, stack.queryApiUrl, stack.apiKey);
   const feed = await client.feed();
   cleanups.push(['feed', () => feed.close()]);
   feed.subscribeAll();
@@ -227,7 +228,7 @@ async function pipelineThroughput(natsUrl: string, siteUrl: string): Promise<Pip
       clientRef: `s-${first + i}`,
       steps,
     }));
-    chunks.push(submitBatch(stack.commandApiUrl, items));
+    chunks.push(submitBatch(stack.commandApiUrl, stack.apiKey, items));
   }
   const sessionIds = (await Promise.all(chunks)).flat();
   const submitMs = performance.now() - started;

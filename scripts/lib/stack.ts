@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync, type WriteStream } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ALL_SCOPES, generateApiKey, type ApiKeyEntry } from '@rpa/shared';
 import { freePort, waitFor } from '@rpa/shared/testing';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -84,11 +85,24 @@ export interface StackOptions {
   logLevel?: string;
   /** Extra environment for every service (e.g. ACK_WAIT_MS). */
   env?: Record<string, string>;
+  /**
+   * Origins (`http://127.0.0.1:8080`) the robots may reach although the egress policy refuses loopback and private
+   * addresses: each becomes an EGRESS_ALLOW entry for its host and port only.
+   */
+  egressAllow?: string[];
+  /** The tenant of the key generated for this stack; default `default`. */
+  tenant?: string;
+  /** More API keys the two APIs accept, besides the generated one (only their hashes are passed on). */
+  apiKeys?: ApiKeyEntry[];
 }
 
 export interface Stack {
   commandApiUrl: string;
   queryApiUrl: string;
+  /** A key generated at start for `tenant`, with every scope; the APIs hold only its hash. */
+  apiKey: string;
+  /** The generated key's tenant. */
+  tenant: string;
   services: ServiceProcess[];
   robots: ServiceProcess[];
   /** Starts one more robot process and waits until it is ready. */
@@ -144,6 +158,10 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     HOST: '127.0.0.1',
     ...options.env,
   };
+  // The APIs refuse to start without credentials: a fresh key for this stack, passed on as its hash only.
+  const tenant = options.tenant ?? 'default';
+  const generated = generateApiKey({ id: `stack-${options.prefix}`, tenant, scopes: [...ALL_SCOPES] });
+  const apiEnv = { API_KEYS: JSON.stringify([generated.entry, ...(options.apiKeys ?? [])]) };
   const pick = async (p?: number) => (p && p > 0 ? p : freePort());
   const commandApiPort = await pick(options.ports?.commandApi);
   const queryApiPort = await pick(options.ports?.queryApi);
@@ -156,6 +174,9 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     robotCount += 1;
     const env = {
       ...common,
+      ...(options.egressAllow?.length
+        ? { EGRESS_ALLOW: options.egressAllow.map((origin) => new URL(origin).host).join(',') }
+        : {}),
       HEALTH_PORT: String(port),
       ROBOT_ID: `robot-${robotCount}-${options.prefix}`,
       ...extraEnv,
@@ -185,14 +206,14 @@ export async function startStack(options: StackOptions): Promise<Stack> {
       launch(
         'command-api',
         'command-api',
-        { ...common, PORT: String(commandApiPort) },
+        { ...apiEnv, ...common, PORT: String(commandApiPort) },
         commandApiPort,
         options.logDir,
       ),
       launch(
         'query-api',
         'query-api',
-        { ...common, PORT: String(queryApiPort) },
+        { ...apiEnv, ...common, PORT: String(queryApiPort) },
         queryApiPort,
         options.logDir,
       ),
@@ -206,6 +227,8 @@ export async function startStack(options: StackOptions): Promise<Stack> {
   return {
     commandApiUrl: `http://127.0.0.1:${commandApiPort}`,
     queryApiUrl: `http://127.0.0.1:${queryApiPort}`,
+    apiKey: generated.key,
+    tenant,
     services,
     robots,
     addRobot,

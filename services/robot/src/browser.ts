@@ -2,9 +2,15 @@ import { existsSync } from 'node:fs';
 import { chromium, type Browser, type BrowserContext } from 'playwright-core';
 import { RpaError, type BrowserOptions, type Logger } from '@rpa/shared';
 import type { Breaker } from './breakers.js';
+import { attachEgress } from './egress/contextEgress.js';
+import type { EgressChannel, EgressIdentity, EgressProxy } from './egress/proxy.js';
 import type { StorageState } from './restorePoints.js';
 
-/** Chromium flags for unattended, headless work: nothing phones home, updates itself or needs a GPU. */
+/**
+ * Chromium flags for unattended, headless work: nothing phones home, updates itself or needs a GPU. WebRTC may not
+ * send UDP outside the proxy (it would reach local addresses the egress policy refuses). Playwright talks to the
+ * browser over a pipe: no remote-debugging port is ever opened, and none may be added here.
+ */
 export const CHROMIUM_ARGS = [
   '--disable-gpu',
   '--disable-background-networking',
@@ -12,7 +18,20 @@ export const CHROMIUM_ARGS = [
   '--disable-sync',
   '--no-first-run',
   '--disable-quic',
+  '--force-webrtc-ip-handling-policy=disable_non_proxied_udp',
+  '--dns-prefetch-disable',
+  // A failed navigation must stay failed: Chromium would otherwise reload the error page on its own, knocking on a
+  // refused address again and cutting into the session's next navigation.
+  '--disable-auto-reload',
 ];
+
+/**
+ * Proxy settings that send everything through the egress proxy. Chromium bypasses proxies for loopback by default;
+ * `<-loopback>` removes that exception, so 127.0.0.1 and localhost are proxied (and refused) like any address.
+ */
+function proxySettings(channel: EgressChannel): { server: string; bypass: string } {
+  return { server: channel.url, bypass: '<-loopback>' };
+}
 
 const DEBIAN_CHROMIUM = '/usr/bin/chromium';
 
@@ -49,25 +68,53 @@ export class RobotBrowser {
   /** Browsers closed on purpose by `restart`: their disconnect is expected, not a crash. */
   private readonly retired = new WeakSet<Browser>();
 
-  constructor(private readonly options: { executablePath: string; launchBreaker: Breaker; logger: Logger }) {}
+  /** The browser-wide channel: used by any context not given its own (there should be none). */
+  private defaultChannel: EgressChannel | null = null;
+
+  constructor(
+    private readonly options: {
+      executablePath: string;
+      launchBreaker: Breaker;
+      logger: Logger;
+      /** Every connection of the browser goes through it. */
+      egress: EgressProxy;
+    },
+  ) {}
 
   /** Launches the browser now rather than on first use. */
   async start(): Promise<void> {
     await this.ensure();
   }
 
-  /** A fresh context with the session's viewport, user agent and locale, and the storage state to restore if any. */
+  /**
+   * A fresh context with the session's viewport, user agent and locale, and the storage state to restore if any. Its
+   * traffic goes through its own egress channel, under the allow-list of the session's tenant (`identity`); the
+   * channel closes with the context. Service workers are blocked: their fetches would escape the page's checks.
+   */
   async newContext(
     browserOptions: BrowserOptions,
     storageState: StorageState | null = null,
+    identity: EgressIdentity | null = null,
   ): Promise<BrowserContext> {
     const browser = await this.ensure();
-    return browser.newContext({
-      ...(browserOptions.viewport ? { viewport: browserOptions.viewport } : {}),
-      ...(browserOptions.userAgent ? { userAgent: browserOptions.userAgent } : {}),
-      ...(browserOptions.locale ? { locale: browserOptions.locale } : {}),
-      ...(storageState ? { storageState } : {}),
-    });
+    const channel = await this.options.egress.open(identity);
+    let context: BrowserContext;
+    try {
+      context = await browser.newContext({
+        ...(browserOptions.viewport ? { viewport: browserOptions.viewport } : {}),
+        ...(browserOptions.userAgent ? { userAgent: browserOptions.userAgent } : {}),
+        ...(browserOptions.locale ? { locale: browserOptions.locale } : {}),
+        ...(storageState ? { storageState } : {}),
+        proxy: proxySettings(channel),
+        serviceWorkers: 'block',
+      });
+    } catch (error) {
+      await channel.close();
+      throw error;
+    }
+    attachEgress(context, channel);
+    context.once('close', () => void channel.close());
+    return context;
   }
 
   get connected(): boolean {
@@ -105,7 +152,11 @@ export class RobotBrowser {
     const pending = this.launching;
     const browser = this.browser ?? (pending ? await pending.catch(() => null) : null);
     this.browser = null;
-    await browser?.close();
+    try {
+      await browser?.close();
+    } finally {
+      await this.defaultChannel?.close();
+    }
   }
 
   private async ensure(): Promise<Browser> {
@@ -118,7 +169,9 @@ export class RobotBrowser {
   }
 
   private async launch(): Promise<Browser> {
-    const { executablePath, launchBreaker, logger } = this.options;
+    const { executablePath, launchBreaker, logger, egress } = this.options;
+    this.defaultChannel ??= await egress.open(null);
+    const defaultProxy = proxySettings(this.defaultChannel);
     let browser: Browser;
     try {
       browser = await launchBreaker.run(() =>
@@ -126,6 +179,7 @@ export class RobotBrowser {
           executablePath,
           headless: true,
           args: CHROMIUM_ARGS,
+          proxy: defaultProxy,
           // The robot's own shutdown closes the browser after the steps in hand finish; Playwright must not kill it first.
           handleSIGINT: false,
           handleSIGTERM: false,

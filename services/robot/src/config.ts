@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { envFields, Labels, ServiceEnv } from '@rpa/shared';
+import { EgressAllowEnv, EgressAllowTenantsEnv } from './egress/allowList.js';
 import { DEFAULT_BROWSER_MEMORY_LIMIT_MB } from './memoryGuard.js';
 
 /** A robot id for this process: `robot-<hostname>-<random>`, restricted to characters safe in names and logs. */
@@ -58,6 +59,19 @@ export const RobotEnv = z.object({
     .min(0)
     .max(1_048_576)
     .default(DEFAULT_BROWSER_MEMORY_LIMIT_MB),
+  /**
+   * A directory of secret files, one per secret named after it (a Kubernetes Secret mounted as a volume), read at
+   * each use. Secrets not found there are read from SECRET_<NAME> variables.
+   */
+  SECRETS_DIR: z.string().min(1).optional(),
+  /**
+   * Addresses the browser may reach although the egress policy refuses them by default (loopback, private,
+   * link-local, ...), for every tenant: entries separated by commas, each `10.0.0.0/8`, `127.0.0.1:8080`,
+   * `[fd00::]/8:443`, `host.internal:443` or `*.corp.example` (no port: every port).
+   */
+  EGRESS_ALLOW: EgressAllowEnv,
+  /** The same per tenant: `tenant-a=10.1.0.0/16,host.internal:443;tenant-b=[fd00::]/8`. */
+  EGRESS_ALLOW_TENANTS: EgressAllowTenantsEnv,
   /** How long a stopping robot lets the steps in hand finish before it interrupts them. */
   SHUTDOWN_GRACE_MS: z.coerce.number().int().min(0).max(120_000).default(15_000),
 });

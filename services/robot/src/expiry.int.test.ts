@@ -16,6 +16,7 @@ import {
 } from '@rpa/shared';
 import { startNatsServer, uniquePrefix, waitFor, type NatsServerHandle } from '@rpa/shared/testing';
 import { startTestSite, type TestSite } from '../test/testSite.js';
+import { allowOrigins } from '../test/egress.js';
 import { WorkDriver } from '../test/workDriver.js';
 import { resolveChromiumPath } from './browser.js';
 import { createRobot, type Robot } from './robot.js';
@@ -58,6 +59,7 @@ describe('a session idle past its idle timeout', () => {
       logger: silentLogger,
       registry: new Registry(),
       chromiumPath: resolveChromiumPath(process.env.CHROMIUM_PATH),
+      egress: { allow: allowOrigins(site.url) },
       maxSessions: 2,
       ackWaitMs: ACK_WAIT_MS,
       // The shortest pull JetStream allows: the idle check runs between pulls.

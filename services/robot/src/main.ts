@@ -3,6 +3,7 @@ import { resolveChromiumPath } from './browser.js';
 import { maxSessionsPerRobot, RobotEnv } from './config.js';
 import { buildOpsServer } from './opsServer.js';
 import { createRobot } from './robot.js';
+import { createSecretProvider } from './secrets/index.js';
 
 const ctx = await openServiceContext('robot', RobotEnv, { connectionName: (env) => env.ROBOT_ID });
 const { config: env, logger, nc, store, topology, registry } = ctx;
@@ -21,6 +22,8 @@ const robot = createRobot({
   maxSessionDurationMs: env.MAX_SESSION_DURATION_MS,
   browserMemoryLimitBytes: env.BROWSER_MEMORY_LIMIT_MB * 1_048_576,
   pausePollMs: env.PAUSE_POLL_MS,
+  egress: { allow: env.EGRESS_ALLOW, tenantAllow: env.EGRESS_ALLOW_TENANTS },
+  secrets: createSecretProvider({ env: process.env, secretsDir: env.SECRETS_DIR }),
 });
 const app = buildOpsServer(robot, registry);
 

@@ -18,6 +18,7 @@ import {
 } from '@rpa/shared';
 import { startNatsServer, uniquePrefix, waitFor, type NatsServerHandle } from '@rpa/shared/testing';
 import { startTestSite, type TestSite } from '../test/testSite.js';
+import { allowOrigins } from '../test/egress.js';
 import { WorkDriver } from '../test/workDriver.js';
 import { resolveChromiumPath } from './browser.js';
 import { browserMemoryBytes } from './browserMemory.js';
@@ -103,6 +104,7 @@ describe('the browser memory guard on a real robot', () => {
       }),
       registry,
       chromiumPath: resolveChromiumPath(process.env.CHROMIUM_PATH),
+      egress: { allow: allowOrigins(site.url) },
       maxSessions: 2,
       ackWaitMs: ACK_WAIT_MS,
       pullExpiresMs: 1_000,

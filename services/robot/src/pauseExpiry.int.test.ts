@@ -14,6 +14,7 @@ import {
 } from '@rpa/shared';
 import { startNatsServer, uniquePrefix, waitFor, type NatsServerHandle } from '@rpa/shared/testing';
 import { html, page, startOrigin, type TestOrigin } from '../test/origin.js';
+import { allowOrigins } from '../test/egress.js';
 import { WorkDriver } from '../test/workDriver.js';
 import { resolveChromiumPath } from './browser.js';
 import { createRobot, type Robot } from './robot.js';
@@ -58,6 +59,7 @@ describe('a paused session held past the maximum session duration', () => {
       logger: silentLogger,
       registry: new Registry(),
       chromiumPath: resolveChromiumPath(process.env.CHROMIUM_PATH),
+      egress: { allow: allowOrigins(origin.url) },
       maxSessions: 1,
       ackWaitMs: ACK_WAIT_MS,
       pullExpiresMs: 1_000,

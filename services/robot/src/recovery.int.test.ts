@@ -24,6 +24,7 @@ import {
 } from '@rpa/shared';
 import { startNatsServer, uniquePrefix, waitFor, type NatsServerHandle } from '@rpa/shared/testing';
 import { APP_COOKIE, startTestSite, type TestSite } from '../test/testSite.js';
+import { allowOrigins } from '../test/egress.js';
 import { WorkDriver } from '../test/workDriver.js';
 import { resolveChromiumPath } from './browser.js';
 import { NatsRestorePointStore, RESTORE_POINT_MAX_AGE_MS } from './restorePoints.js';
@@ -90,6 +91,7 @@ describe('recovery of sessions taken over from another robot', () => {
       }),
       registry: new Registry(),
       chromiumPath: resolveChromiumPath(process.env.CHROMIUM_PATH),
+      egress: { allow: allowOrigins(site.url) },
       maxSessions: 2,
       ackWaitMs: ACK_WAIT_MS,
       pullExpiresMs: 1_000,

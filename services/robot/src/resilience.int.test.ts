@@ -23,6 +23,8 @@ import {
 import { startNatsServer, uniquePrefix, waitFor, type NatsServerHandle } from '@rpa/shared/testing';
 import { buildApp } from '../../command-api/src/app.js';
 import { html, page, startOrigin, type TestOrigin } from '../test/origin.js';
+import { allowOrigin } from '../test/egress.js';
+import type { AllowEntry } from './egress/allowList.js';
 import { WorkDriver } from '../test/workDriver.js';
 import { defaultBreakerSettings, type BreakerState } from './breakers.js';
 import { resolveChromiumPath } from './browser.js';
@@ -47,6 +49,8 @@ describe('robot resilience: step retries, origin breakers, pause and cancel', ()
   let robot: Robot;
   let api: FastifyInstance;
   const origins: TestOrigin[] = [];
+  /** The robot's egress allow-list: each origin a test starts is added to it (the proxy reads it at each request). */
+  const egressAllow: AllowEntry[] = [];
   const registry = new Registry();
   const logLines: string[] = [];
   /** Every origin breaker state change, in order, with when it happened. */
@@ -97,6 +101,7 @@ describe('robot resilience: step retries, origin breakers, pause and cancel', ()
       }),
       registry,
       chromiumPath: resolveChromiumPath(process.env.CHROMIUM_PATH),
+      egress: { allow: egressAllow },
       maxSessions: 4,
       ackWaitMs: ACK_WAIT_MS,
       pullExpiresMs: 1_000,
@@ -120,6 +125,7 @@ describe('robot resilience: step retries, origin breakers, pause and cancel', ()
   async function origin(respond: Parameters<typeof startOrigin>[0]): Promise<TestOrigin> {
     const started = await startOrigin(respond);
     origins.push(started);
+    egressAllow.push(allowOrigin(started.url));
     return started;
   }
 

@@ -19,6 +19,7 @@ import {
 } from '@rpa/shared';
 import { startNatsServer, uniquePrefix, waitFor, type NatsServerHandle } from '@rpa/shared/testing';
 import { startTestSite, TABLE_HEADERS, TABLE_ROWS, type TestSite } from '../test/testSite.js';
+import { allowOrigins } from '../test/egress.js';
 import { WorkDriver } from '../test/workDriver.js';
 import { resolveChromiumPath } from './browser.js';
 import { createRobot, type Robot } from './robot.js';
@@ -81,6 +82,7 @@ describe('robot on real NATS, the JetStream event store and Chromium', () => {
       }),
       registry: robotId === 'robot-test-1' ? registry : new Registry(),
       chromiumPath: resolveChromiumPath(process.env.CHROMIUM_PATH),
+      egress: { allow: allowOrigins(site.url) },
       maxSessions: 2,
       ackWaitMs: ACK_WAIT_MS,
       pullExpiresMs: 1_000,

@@ -1,6 +1,7 @@
 import { jetstream } from '@nats-io/jetstream';
 import {
   closeAll,
+  Counter,
   DEFAULT_WORK_SETTINGS,
   ensureWorkTopology,
   NatsSnapshotStore,
@@ -19,6 +20,8 @@ import { NatsArtifactStore, type ArtifactStore } from './artifacts.js';
 import { AssignmentPuller } from './assignments.js';
 import { Breakers, defaultBreakerSettings, type BreakerSettings, type BreakerState } from './breakers.js';
 import { RobotBrowser } from './browser.js';
+import type { AllowEntry } from './egress/allowList.js';
+import { EgressProxy, type Resolver } from './egress/proxy.js';
 import { browserMemoryBytes } from './browserMemory.js';
 import { BrowserMemoryGuard, DEFAULT_BROWSER_MEMORY_LIMIT_MB } from './memoryGuard.js';
 import { FleetHeartbeat, openRobotsBucket } from './fleetHeartbeat.js';
@@ -27,6 +30,7 @@ import { DEFAULT_RETRY, Reporter, type RetryPolicy } from './reporter.js';
 import { NatsRestorePointStore, type RestorePointStore } from './restorePoints.js';
 import { cleanUpSession } from './sessionCleanup.js';
 import { SessionRunner } from './sessionRunner.js';
+import type { SecretProvider } from './secrets/index.js';
 
 /** Default time between fleet heartbeats. */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 5_000;
@@ -79,6 +83,18 @@ export interface RobotDeps {
    * every heartbeat. 0 turns the guard off; default 2 GiB.
    */
   browserMemoryLimitBytes?: number;
+  /** Where the secrets that steps name are read (see secrets/); absent: a step naming one fails SECRET_NOT_FOUND. */
+  secrets?: SecretProvider;
+  /**
+   * The egress policy: loopback, private, link-local and other non-public addresses are refused to every browser
+   * context unless allowed here. `allow` holds for every tenant (EGRESS_ALLOW), `tenantAllow` per tenant
+   * (EGRESS_ALLOW_TENANTS); `resolve` replaces the system resolver (tests map names to addresses with it).
+   */
+  egress?: {
+    allow?: readonly AllowEntry[];
+    tenantAllow?: ReadonlyMap<string, readonly AllowEntry[]>;
+    resolve?: Resolver;
+  };
   now?: () => Date;
 }
 
@@ -116,10 +132,18 @@ export function createRobot(deps: RobotDeps): Robot {
     onForget: (b) => metrics.breakerForgotten(b),
   });
   for (const breaker of breakers.all()) metrics.breakerChanged(breaker);
+  const egressDenied = new Counter({
+    name: 'rpa_robot_egress_denied_total',
+    help: 'Connections the egress proxy refused (navigations, redirects and subrequests), by rule',
+    labelNames: ['rule'],
+    registers: [deps.registry],
+  });
+  const egress = new EgressProxy({ ...deps.egress, logger, onDenied: (rule) => egressDenied.inc({ rule }) });
   const browser = new RobotBrowser({
     executablePath: deps.chromiumPath,
     launchBreaker: breakers.launch,
     logger,
+    egress,
   });
   const handler = new SessionCommandHandler({
     store,
@@ -178,6 +202,7 @@ export function createRobot(deps: RobotDeps): Robot {
         clock: () => Date.now(),
         nc,
         pausePollMs: deps.pausePollMs,
+        secrets: deps.secrets,
       };
       puller = new AssignmentPuller({
         js,
@@ -228,6 +253,7 @@ export function createRobot(deps: RobotDeps): Robot {
           ['sessions', () => puller?.stop(options.graceMs ?? 15_000)],
           ['browser restart', () => memoryGuard.idle()],
           ['browser', () => browser.close()],
+          ['egress proxy', () => egress.close()],
           ['breakers', () => breakers.shutdown()],
           ['heartbeat', () => heartbeat?.stop()],
         ],

@@ -23,6 +23,7 @@ import { startNatsServer, uniquePrefix, waitFor, type NatsServerHandle } from '@
 import { Kvm } from '@nats-io/kv';
 import { createProjector, type Projector, type ProjectorSettings } from '../../projector/src/projector.js';
 import { startTestSite, type TestSite } from '../test/testSite.js';
+import { allowOrigins } from '../test/egress.js';
 import { resolveChromiumPath } from './browser.js';
 import { createRobot, type Robot } from './robot.js';
 
@@ -140,6 +141,7 @@ describe('scheduling: priorities, tenant caps, reconciliation', () => {
           logger: silentLogger,
           registry: new Registry(),
           chromiumPath: resolveChromiumPath(process.env.CHROMIUM_PATH),
+          egress: { allow: allowOrigins(site.url) },
           maxSessions,
           labels,
           ackWaitMs: work.ackWaitMs,

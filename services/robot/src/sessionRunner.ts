@@ -31,6 +31,7 @@ import { cleanUpSession, deleteRestorePoint } from './sessionCleanup.js';
 import { pullOne } from './pull.js';
 import { sleep } from './sleep.js';
 import { executeStep, type StepRunOutcome } from './stepExecutor.js';
+import { noSecrets, StepSecrets, type SecretProvider } from './secrets/index.js';
 
 /**
  * How a session's run ended. closed: done for good (closed, cancelled or expired); lost: another robot owns it; stopped: handed back; failed: gave
@@ -84,6 +85,8 @@ export interface SessionRunnerDeps {
   nc?: NatsConnection;
   /** How often a step held in a paused session re-reads the stream. Default DEFAULT_PAUSE_POLL_MS. */
   pausePollMs?: number;
+  /** Where the secrets steps name are read, at the moment of use; absent: such steps fail SECRET_NOT_FOUND. */
+  secrets?: SecretProvider;
 }
 
 /** Pull failures in a row (NATS down, consumer gone) before the session is handed back. */
@@ -278,7 +281,7 @@ export class SessionRunner {
       signal: this.abortController.signal,
       // The session's own browser options, from its stream: a resumed session's assignment carries none.
       openPage: (storageState) => this.openPage(session, storageState),
-      runStep: (stepId, step, page) => this.execute(stepId, step, page),
+      runStep: (stepId, step, page) => this.replay(stepId, step, page),
       assertCanContinue: () => {
         if (this.stopping || this.abortController.signal.aborted) throw new RobotStoppingError();
         if (!this.page || this.page.isClosed() || !this.deps.browser.connected)
@@ -288,7 +291,11 @@ export class SessionRunner {
   }
 
   private async openPage(session: ExistingSession, storageState: StorageState | null): Promise<Page> {
-    const context = await this.deps.browser.newContext(session.browser, storageState);
+    const { tenantId, sessionId } = this.owner;
+    const context = await this.deps.browser.newContext(session.browser, storageState, {
+      tenantId,
+      sessionId,
+    });
     this.context = context;
     const page = await context.newPage();
     this.page = page;
@@ -485,9 +492,10 @@ export class SessionRunner {
     const started = clock();
     const documents = watchDocuments(page);
     let outcome: StepRunOutcome | undefined;
+    const secrets = this.stepSecrets(log);
     this.inStep = true;
     try {
-      outcome = await this.execute(stepId, step, page);
+      outcome = await this.execute(stepId, step, page, secrets);
     } catch (error) {
       if (!this.cancelled) throw error;
     } finally {
@@ -509,11 +517,20 @@ export class SessionRunner {
     const checkpoint = trigger
       ? await this.takeRestorePoint(seq, trigger, started + (step.timeoutMs ?? DEFAULT_STEP_TIMEOUT_MS))
       : undefined;
+    // Names only: each is recorded as SecretUsed in the same append as the result.
+    const secretsUsed = secrets.used();
     let completion: StepCompletion;
     try {
       completion = await reporter.completeStep(
         this.owner,
-        { stepId, attempt, durationMs, outcome, ...(checkpoint ? { checkpoint } : {}) },
+        {
+          stepId,
+          attempt,
+          durationMs,
+          outcome,
+          ...(checkpoint ? { checkpoint } : {}),
+          ...(secretsUsed.length > 0 ? { secretsUsed } : {}),
+        },
         signal,
       );
     } catch (error) {
@@ -603,14 +620,33 @@ export class SessionRunner {
     return 'closed';
   }
 
-  private execute(stepId: string, step: StepSpec, page: Page): Promise<StepRunOutcome> {
+  private execute(stepId: string, step: StepSpec, page: Page, secrets: StepSecrets): Promise<StepRunOutcome> {
     const { breakers, artifacts } = this.deps;
     return executeStep(
-      { breakers, artifacts, logger: this.logger },
+      { breakers, artifacts, logger: this.logger, secrets },
       { sessionId: this.owner.sessionId, stepId, step },
       page,
       this.runSignal(),
     );
+  }
+
+  /** The secrets of one attempt, read from the robot's provider at the moment a step uses them. */
+  private stepSecrets(log: Logger): StepSecrets {
+    return new StepSecrets(this.deps.secrets ?? noSecrets, log);
+  }
+
+  /**
+   * A step replayed by recovery. Its result is in the stream already and is not reported again, so the secrets it
+   * typed are recorded on their own (SecretUsed with `replay: true`), whether the replay worked or not.
+   */
+  private async replay(stepId: string, step: StepSpec, page: Page): Promise<StepRunOutcome> {
+    const log = this.logger.child({ stepId, action: step.action });
+    const secrets = this.stepSecrets(log);
+    const outcome = await this.execute(stepId, step, page, secrets);
+    const names = secrets.used();
+    if (names.length > 0)
+      await this.deps.reporter.recordSecretUse(this.owner, { stepId, names }, this.abortController.signal);
+    return outcome;
   }
 
   /**

@@ -6,6 +6,7 @@ import { RobotStoppingError } from './errors.js';
 import { createStepContext } from './steps/context.js';
 import { StepFailure, toStepFailure } from './steps/errors.js';
 import { runStep } from './steps/runStep.js';
+import type { StepSecrets } from './secrets/stepSecrets.js';
 
 export type StepRunOutcome = CompleteStep['outcome'];
 
@@ -18,6 +19,8 @@ export interface StepExecutorDeps {
   breakers: Breakers;
   artifacts: ArtifactStore;
   logger: Logger;
+  /** The secrets this attempt may resolve (and the record of those it did); absent: none. */
+  secrets?: StepSecrets;
 }
 
 /**
@@ -41,7 +44,14 @@ export async function executeStep(
     const origin = originOf(step.action === 'navigate' ? step.url : page.url());
     const breaker = deps.breakers.forOrigin(origin);
     try {
-      const ctx = createStepContext({ page, sessionId, stepId, artifacts: deps.artifacts, timeoutMs });
+      const ctx = createStepContext({
+        page,
+        sessionId,
+        stepId,
+        artifacts: deps.artifacts,
+        secrets: deps.secrets,
+        timeoutMs,
+      });
       const abandon = new AbortController();
       abandon.signal.addEventListener('abort', () => {
         deps.logger.warn(

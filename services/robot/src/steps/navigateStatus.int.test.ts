@@ -6,6 +6,9 @@ import { html, page as htmlPage, startOrigin, type TestOrigin } from '../../test
 import { NatsArtifactStore } from '../artifacts.js';
 import { Breakers, defaultBreakerSettings } from '../breakers.js';
 import { resolveChromiumPath, RobotBrowser } from '../browser.js';
+import type { AllowEntry } from '../egress/allowList.js';
+import { EgressProxy } from '../egress/proxy.js';
+import { allowOrigin } from '../../test/egress.js';
 import { executeStep } from '../stepExecutor.js';
 
 describe('navigate: main-document statuses and the origin breaker', () => {
@@ -14,6 +17,8 @@ describe('navigate: main-document statuses and the origin breaker', () => {
   let origin: TestOrigin;
   const origins: TestOrigin[] = [];
   let browser: RobotBrowser;
+  let egress: EgressProxy;
+  const egressAllow: AllowEntry[] = [];
   let breakers: Breakers;
   let artifacts: NatsArtifactStore;
   let context: BrowserContext;
@@ -27,6 +32,7 @@ describe('navigate: main-document statuses and the origin breaker', () => {
       const status = Number(path.slice(1)) || 200;
       html(res, status, htmlPage(`Status ${status}`, `<p>${status}</p>`));
     });
+    egressAllow.push(allowOrigin(origin.url));
     const settings = defaultBreakerSettings();
     settings.origin = {
       timeoutMs: false,
@@ -35,15 +41,18 @@ describe('navigate: main-document statuses and the origin breaker', () => {
       volumeThreshold: 3,
     };
     breakers = new Breakers(settings);
+    egress = new EgressProxy({ allow: egressAllow, logger: silentLogger });
     browser = new RobotBrowser({
       executablePath: resolveChromiumPath(process.env.CHROMIUM_PATH),
       launchBreaker: breakers.launch,
       logger: silentLogger,
+      egress,
     });
     await browser.start();
   });
   afterAll(async () => {
     await browser?.close();
+    await egress?.close();
     breakers?.shutdown();
     await origin?.close();
     for (const o of origins) await o.close();
@@ -80,6 +89,7 @@ describe('navigate: main-document statuses and the origin breaker', () => {
       html(res, Number(path.slice(1)), htmlPage('Down', 'down')),
     );
     origins.push(failing);
+    egressAllow.push(allowOrigin(failing.url));
     for (const path of ['/502', '/503', '/504']) {
       const outcome = await navigate(path, failing.url);
       expect(outcome).toEqual({

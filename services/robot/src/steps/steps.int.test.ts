@@ -13,6 +13,9 @@ import { freePort, startNatsServer, uniquePrefix, type NatsServerHandle } from '
 import { NatsArtifactStore } from '../artifacts.js';
 import { Breakers, defaultBreakerSettings } from '../breakers.js';
 import { resolveChromiumPath, RobotBrowser } from '../browser.js';
+import type { AllowEntry } from '../egress/allowList.js';
+import { EgressProxy } from '../egress/proxy.js';
+import { allowOrigin } from '../../test/egress.js';
 import { startTestSite, TABLE_HEADERS, TABLE_ROWS, type TestSite } from '../../test/testSite.js';
 import { createStepContext } from './context.js';
 import { StepFailure } from './errors.js';
@@ -25,6 +28,8 @@ describe('steps against real Chromium', () => {
   let nc: NatsConnection;
   let site: TestSite;
   let browser: RobotBrowser;
+  let egress: EgressProxy;
+  const egressAllow: AllowEntry[] = [];
   let breakers: Breakers;
   let artifacts: NatsArtifactStore;
   let topology: Topology;
@@ -38,16 +43,20 @@ describe('steps against real Chromium', () => {
     topology = new Topology(uniquePrefix());
     artifacts = await NatsArtifactStore.open(nc, topology);
     site = await startTestSite();
+    egressAllow.push(allowOrigin(site.url));
     breakers = new Breakers(defaultBreakerSettings());
+    egress = new EgressProxy({ allow: egressAllow, logger: silentLogger });
     browser = new RobotBrowser({
       executablePath: resolveChromiumPath(process.env.CHROMIUM_PATH),
       launchBreaker: breakers.launch,
       logger: silentLogger,
+      egress,
     });
     await browser.start();
   });
   afterAll(async () => {
     await browser?.close();
+    await egress?.close();
     breakers?.shutdown();
     await site?.close();
     await nc?.close();
@@ -152,6 +161,7 @@ describe('steps against real Chromium', () => {
 
   it('fails with NAVIGATION_FAILED when nothing listens on the port', async () => {
     const port = await freePort();
+    egressAllow.push(allowOrigin(`http://127.0.0.1:${port}`));
     const { failure } = await run({ action: 'navigate', url: `http://127.0.0.1:${port}/` });
     expect(failure?.code).toBe('NAVIGATION_FAILED');
     expect(failure?.countsAgainstTarget).toBe(true);
