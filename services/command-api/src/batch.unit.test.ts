@@ -115,6 +115,29 @@ describe('POST /v1/sessions:batch whole-request refusals', () => {
     expect(store.appended).toBe(0);
   });
 
+  it('refuses a batch whose every item is invalid with 400, naming each item’s field, and appends nothing', async () => {
+    const { post, store } = await setup();
+    const res = await post('/v1/sessions:batch', {
+      items: [{ priority: 'urgent' }, { steps: [{ action: 'navigate', url: 'file:///etc/passwd' }] }],
+    });
+    expect(res.statusCode).toBe(400);
+    const { error } = res.json();
+    expect(error.code).toBe('VALIDATION_FAILED');
+    expect(error.message).toContain('items.0');
+    expect(error.details.items.map((i: { status: number; opened: boolean }) => [i.status, i.opened])).toEqual(
+      [
+        [400, false],
+        [400, false],
+      ],
+    );
+    expect(JSON.stringify(error.details.items[1].error)).toContain('url');
+    expect(store.appended).toBe(0);
+    // One valid item is enough for the batch to be taken, the invalid one answered in its place.
+    const mixed = await post('/v1/sessions:batch', { items: [{ priority: 'urgent' }, {}] });
+    expect(mixed.statusCode).toBe(200);
+    expect(mixed.json().items.map((i: { status: number }) => i.status)).toEqual([400, 201]);
+  });
+
   it('takes a batch larger than a single request may be, and refuses one over its own limit with 413', async () => {
     const { post, store } = await setup({ batchBodyLimitBytes: 512 * 1024 });
     const fill = { action: 'fill', selector: '#a', value: 'x'.repeat(1_000) };
