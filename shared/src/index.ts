@@ -29,6 +29,12 @@ export * from './http/fastifyLogger.js';
 export * from './http/apiServer.js';
 export * from './readModel/sessionProjection.js';
 export { JetStreamEventStore, type JetStreamEventStoreOptions } from './eventStore/jetstream.js';
+// Types only: the KurrentDB client loads a native module, so it is imported (by openEventStore) only when selected.
+export type {
+  KurrentDbEventStore,
+  KurrentDbEventStoreOptions,
+  KurrentClientLike,
+} from './eventStore/kurrentdb.js';
 export * from './readModel/robotHeartbeat.js';
 export { stateHash, NotHashableError } from './session/stateHash.js';
 export * from './session/snapshot.js';

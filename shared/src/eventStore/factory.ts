@@ -24,7 +24,10 @@ export const ServiceEnv = {
   ...EventStoreEnv,
 };
 
-/** Opens the configured event store. JetStream reuses the service's NATS connection. */
+/**
+ * Opens the configured event store. JetStream reuses the service's NATS connection; KurrentDB connects to
+ * KURRENTDB_URL (a connection string such as kurrentdb://host:2113?tls=false) and must answer a ping first.
+ */
 export async function openEventStore(
   config: { EVENT_STORE: 'jetstream' | 'kurrentdb'; KURRENTDB_URL?: string | undefined },
   deps: { nc: NatsConnection; topology: Topology; logger: Logger },
@@ -34,7 +37,17 @@ export async function openEventStore(
       const { JetStreamEventStore } = await import('./jetstream.js');
       return JetStreamEventStore.create(deps.nc, deps.topology, { logger: deps.logger });
     }
-    case 'kurrentdb':
-      throw new ConfigError('EVENT_STORE: kurrentdb is not available in this build yet; use jetstream');
+    case 'kurrentdb': {
+      if (!config.KURRENTDB_URL)
+        throw new ConfigError('KURRENTDB_URL is required when EVENT_STORE=kurrentdb');
+      const { KurrentDbEventStore } = await import('./kurrentdb.js');
+      const store = KurrentDbEventStore.connect(config.KURRENTDB_URL, { logger: deps.logger });
+      // Fail at start-up, not on the first command, when the database is unreachable.
+      await store.ping().catch(async (error: unknown) => {
+        await store.close();
+        throw error;
+      });
+      return store;
+    }
   }
 }

@@ -1,0 +1,43 @@
+import { existsSync } from 'node:fs';
+import { afterAll, beforeAll, describe, it } from 'vitest';
+import { uniquePrefix } from '../testing/index.js';
+import { eventStoreContract } from './contract.js';
+import { KurrentDbEventStore } from './kurrentdb.js';
+
+/**
+ * The shared contract against a real KurrentDB: the one at KURRENTDB_URL when set, else one started by
+ * testcontainers when a Docker engine is reachable, else the suite is reported as skipped with its reason (no
+ * KurrentDB server can run without one). Docker is detected from DOCKER_HOST or the default socket only, so that
+ * the check costs nothing where there is no engine.
+ */
+const KURRENTDB_IMAGE = process.env.KURRENTDB_IMAGE ?? 'docker.kurrent.io/kurrent-latest/kurrentdb:25.1';
+const configuredUrl = process.env.KURRENTDB_URL;
+const dockerReachable = Boolean(process.env.DOCKER_HOST) || existsSync('/var/run/docker.sock');
+
+if (!configuredUrl && !dockerReachable) {
+  const reason =
+    'KurrentDB contract suite: skipped — no KURRENTDB_URL and no Docker engine (DOCKER_HOST unset, /var/run/docker.sock absent)';
+  console.log(reason);
+  describe.skip('KurrentDbEventStore satisfies the event store contract', () => {
+    it.skip(reason, () => {});
+  });
+} else {
+  let url = configuredUrl ?? '';
+  let stopContainer: (() => Promise<unknown>) | undefined;
+  beforeAll(async () => {
+    if (configuredUrl) return;
+    const { KurrentDbContainer } = await import('@testcontainers/kurrentdb');
+    const container = await new KurrentDbContainer(KURRENTDB_IMAGE).start();
+    stopContainer = () => container.stop();
+    url = container.getConnectionString();
+  }, 180_000);
+  afterAll(async () => {
+    await stopContainer?.();
+  });
+
+  // Every test gets its own namespace, hence its own streams and its own view of $all, on one shared database.
+  eventStoreContract('KurrentDbEventStore', async () => {
+    const store = KurrentDbEventStore.connect(url, { namespace: uniquePrefix() });
+    return { store, dispose: () => store.close() };
+  });
+}
