@@ -14,6 +14,7 @@ export default defineConfig({
             'services/*/src/**/*.unit.test.ts',
             'services/*/test/**/*.unit.test.ts',
             'scripts/**/*.unit.test.ts',
+            'test/**/*.unit.test.ts',
           ],
         },
       },
