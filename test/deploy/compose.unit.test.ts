@@ -104,7 +104,9 @@ describe('docker-compose.yml', () => {
       if (name === 'command-api' || name === 'query-api') expect(svc.ports, name).toHaveLength(1);
       else expect(svc.ports, name).toBeUndefined();
     }
-    expect(service('command-api').ports).toEqual([`127.0.0.1:8080:${service('command-api').environment!.PORT}`]);
+    expect(service('command-api').ports).toEqual([
+      `127.0.0.1:8080:${service('command-api').environment!.PORT}`,
+    ]);
     expect(service('query-api').ports).toEqual([`127.0.0.1:8081:${service('query-api').environment!.PORT}`]);
   });
 
@@ -218,7 +220,7 @@ const dockerCompose = findDockerCompose();
 if (!dockerCompose)
   console.log(
     'docker-compose config validation: skipped — docker-compose is not on PATH ' +
-      '(install Debian\'s package: apt-get install -y docker-compose; `npm test` does so when run as root)',
+      "(install Debian's package: apt-get install -y docker-compose; `npm test` does so when run as root)",
   );
 
 describe.skipIf(!dockerCompose)('docker-compose config', () => {
@@ -238,7 +240,9 @@ describe.skipIf(!dockerCompose)('docker-compose config', () => {
     if (result.error) throw result.error;
     return result;
   }
-  const apiKeys = { API_KEYS: JSON.stringify([{ id: 'compose-check', tenant: 'acme', hash: 'a'.repeat(64) }]) };
+  const apiKeys = {
+    API_KEYS: JSON.stringify([{ id: 'compose-check', tenant: 'acme', hash: 'a'.repeat(64) }]),
+  };
 
   it('accepts the file', () => {
     const result = run(['config', '-q'], apiKeys);
