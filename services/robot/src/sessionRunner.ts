@@ -121,6 +121,13 @@ export class SessionRunner {
   /** Clock time of the claim, and of the last activity (claim, recovery, a step arriving or finishing). */
   private heldSince = 0;
   private lastActivity = 0;
+  /**
+   * Per host, the names of the cookies the session's navigate steps set from secrets: restore points leave them
+   * out, so that no secret value is ever stored. Recovery replays the navigate steps after its restore point, which
+   * sets them again; one taken after such a navigate restores the session without them (and without the step's
+   * headers): its later steps see the origin as a visitor without those credentials would.
+   */
+  private readonly secretCookies = new Map<string, Set<string>>();
 
   constructor(
     private readonly deps: SessionRunnerDeps,
@@ -622,6 +629,13 @@ export class SessionRunner {
 
   private execute(stepId: string, step: StepSpec, page: Page, secrets: StepSecrets): Promise<StepRunOutcome> {
     const { breakers, artifacts } = this.deps;
+    if (step.action === 'navigate' && step.cookies) {
+      // Before the step runs: a restore point taken after a failed or abandoned attempt leaves them out too.
+      const host = new URL(step.url).hostname;
+      const names = this.secretCookies.get(host) ?? new Set<string>();
+      for (const cookie of step.cookies) names.add(cookie.name);
+      this.secretCookies.set(host, names);
+    }
     return executeStep(
       { breakers, artifacts, logger: this.logger, secrets },
       { sessionId: this.owner.sessionId, stepId, step },
@@ -665,7 +679,7 @@ export class SessionRunner {
       await page.waitForLoadState('load', { timeout: Math.max(1, deadline - this.deps.clock()) });
       const url = page.url();
       if (!isRestorableUrl(url)) return undefined;
-      const storage = await context.storageState();
+      const storage = withoutSecretCookies(await context.storageState(), this.secretCookies);
       const stateKey = await this.deps.restorePoints.put(
         this.owner.sessionId,
         afterStepSeq,
@@ -774,6 +788,18 @@ export class SessionRunner {
       this.logger.debug({ err: error }, 'closing the browser context failed (browser gone?)');
     }
   }
+}
+
+/** The storage state without the cookies set from secrets (by host and name; a cookie's domain may start with "."). */
+function withoutSecretCookies(
+  storage: StorageState,
+  secretCookies: ReadonlyMap<string, ReadonlySet<string>>,
+): StorageState {
+  if (secretCookies.size === 0) return storage;
+  const cookies = storage.cookies.filter(
+    (cookie) => !secretCookies.get(cookie.domain.replace(/^\./, ''))?.has(cookie.name),
+  );
+  return { ...storage, cookies };
 }
 
 /** The earliest step before `seq` that an operator re-queued (it ran before and waits to run again), if any. */

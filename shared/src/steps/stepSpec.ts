@@ -60,7 +60,6 @@ const common = {
   replay: z.enum(['safe', 'never']).optional(),
 };
 
-export const NavigateStep = z.strictObject({ action: z.literal('navigate'), url: httpUrl, ...common });
 export const ClickStep = z.strictObject({ action: z.literal('click'), selector, ...common });
 /**
  * The name of a secret the robot resolves from its secret provider (an env var, a file of a mounted Kubernetes
@@ -70,6 +69,104 @@ export const SecretName = z
   .string()
   .regex(/^[A-Za-z][A-Za-z0-9_.-]{0,127}$/, 'must be 1-128 of A-Z a-z 0-9 _ . - starting with a letter');
 export type SecretName = z.infer<typeof SecretName>;
+
+/** An RFC 7230 token: the characters a header or cookie name may hold. */
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/**
+ * Header names a step may not set: hop-by-hop headers and those the browser controls (the Fetch standard's forbidden
+ * names). Setting them would break the connection or let a step forge what the browser vouches for.
+ */
+const FORBIDDEN_HEADERS: ReadonlySet<string> = new Set([
+  'accept-charset',
+  'accept-encoding',
+  'access-control-request-headers',
+  'access-control-request-method',
+  'connection',
+  'content-length',
+  'cookie',
+  'cookie2',
+  'date',
+  'dnt',
+  'expect',
+  'host',
+  'keep-alive',
+  'origin',
+  'referer',
+  'set-cookie',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'via',
+]);
+
+export const HeaderName = z
+  .string()
+  .min(1)
+  .max(STEP_LIMITS.key)
+  .regex(TOKEN, 'must be an RFC 7230 token')
+  .refine(
+    (name) => {
+      const lower = name.toLowerCase();
+      return !FORBIDDEN_HEADERS.has(lower) && !lower.startsWith('proxy-') && !lower.startsWith('sec-');
+    },
+    { message: 'is a hop-by-hop or browser-controlled header and cannot be set' },
+  );
+
+/** A header's value: a literal, or the name of a secret the robot reads at the moment of each request. */
+export const HeaderValue = z.union([
+  z.strictObject({ secret: SecretName }),
+  z.strictObject({
+    value: z
+      .string()
+      .max(STEP_LIMITS.value)
+      .regex(/^[^\r\n\0]*$/, 'must not contain CR, LF or NUL'),
+  }),
+]);
+
+/** Most headers, and most cookies, one navigate step may set. */
+export const MAX_NAVIGATE_HEADERS = 20;
+
+/** A cookie whose value is the secret named `secret`, set for the navigated origin right before it is loaded. */
+export const SecretCookie = z.strictObject({
+  name: z.string().min(1).max(STEP_LIMITS.key).regex(TOKEN, 'must be an RFC 7230 token'),
+  secret: SecretName,
+});
+
+/**
+ * Loads `url`. `headers` are sent with every request to the URL's origin (and to no other) from this step on, for
+ * the rest of the session; `cookies` are set for that origin before loading it. Values from secrets are read by
+ * the robot at the moment of use and never travel in a command, an event or a work message.
+ */
+export const NavigateStep = z.strictObject({
+  action: z.literal('navigate'),
+  url: httpUrl,
+  headers: z
+    .record(z.string(), HeaderValue)
+    .superRefine((headers, ctx) => {
+      const names = Object.keys(headers);
+      if (names.length > MAX_NAVIGATE_HEADERS)
+        ctx.addIssue({ code: 'custom', message: `at most ${MAX_NAVIGATE_HEADERS} headers` });
+      if (new Set(names.map((n) => n.toLowerCase())).size !== names.length)
+        ctx.addIssue({ code: 'custom', message: 'header names must be unique regardless of case' });
+      // Checked here rather than as the record's key schema, so that the message says what is wrong with the name.
+      for (const name of names) {
+        const checked = HeaderName.safeParse(name);
+        if (!checked.success)
+          ctx.addIssue({ code: 'custom', path: [name], message: checked.error.issues[0]!.message });
+      }
+    })
+    .optional(),
+  cookies: z
+    .array(SecretCookie)
+    .max(MAX_NAVIGATE_HEADERS)
+    .refine((c) => new Set(c.map((x) => x.name)).size === c.length, {
+      message: 'cookie names must be unique',
+    })
+    .optional(),
+  ...common,
+});
 
 /**
  * Types a literal `value`, or the value of the secret named `secret`: the robot resolves it at the moment it types

@@ -10,8 +10,9 @@ export class StepSecrets {
   private readonly names = new Set<string>();
 
   constructor(
-    private readonly provider: SecretProvider,
-    private readonly logger: Logger,
+    /** The provider itself, for values read later than the step (a header sent with each request). */
+    readonly provider: SecretProvider,
+    readonly logger: Logger,
   ) {}
 
   /**

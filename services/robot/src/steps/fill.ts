@@ -23,7 +23,8 @@ export async function fill(step: z.infer<typeof FillStep>, ctx: StepContext): Pr
   return { kind: 'none' };
 }
 
-async function resolveSecret(name: string, ctx: StepContext): Promise<string> {
+/** The value of the secret `name`, read now and recorded as used by the step. */
+export async function resolveSecret(name: string, ctx: StepContext): Promise<string> {
   if (!ctx.secrets)
     throw new StepFailure(
       'SECRET_NOT_FOUND',

@@ -1,11 +1,14 @@
 import type { Request } from 'playwright-core';
-import type { NavigateStep, StepOutput } from '@rpa/shared';
+import { silentLogger, type NavigateStep, type StepOutput } from '@rpa/shared';
 import type { z } from 'zod';
 import { egressOf } from '../egress/contextEgress.js';
 import { targetOf } from '../egress/host.js';
 import type { EgressChannel } from '../egress/proxy.js';
 import type { StepContext } from './context.js';
 import { StepFailure, toStepFailure } from './errors.js';
+import { resolveSecret } from './fill.js';
+import { addOriginHeaders } from './originHeaders.js';
+import { noSecrets } from '../secrets/provider.js';
 
 /**
  * Main-document statuses that say the target (or the gateway in front of it) is unavailable right now: the step
@@ -32,6 +35,7 @@ export async function navigate(step: z.infer<typeof NavigateStep>, ctx: StepCont
   addTarget(documentTargets, step.url);
   const refused = await egress?.vet(step.url);
   if (refused) throw new StepFailure('EGRESS_DENIED', `egress denied: ${refused.message}`);
+  await applySecretsOf(step, ctx);
   ctx.page.on('request', onRequest);
   try {
     const response = await ctx.page.goto(step.url, { timeout: ctx.remainingMs(), waitUntil: 'load' });
@@ -77,4 +81,42 @@ function isMainDocument(request: Request, ctx: StepContext): boolean {
 function addTarget(targets: Set<string>, url: string): void {
   const target = targetOf(url);
   if (target) targets.add(target);
+}
+
+/**
+ * Sets the step's cookies for the URL's origin (httpOnly, secure over https, SameSite=Lax), each value read from the
+ * secret provider now, and adds its headers to every later request to that origin. Every secret is resolved once
+ * here, so that a missing one fails the step (SECRET_NOT_FOUND) before anything loads and each name is recorded as
+ * used by this attempt; a header's secret is then read again at each request. Cookies are host-wide (any port) and
+ * the session runner keeps those from secrets out of restore points.
+ */
+async function applySecretsOf(step: z.infer<typeof NavigateStep>, ctx: StepContext): Promise<void> {
+  const url = new URL(step.url);
+  const context = ctx.page.context();
+  if (step.cookies && step.cookies.length > 0) {
+    const cookies = [];
+    for (const cookie of step.cookies)
+      cookies.push({
+        name: cookie.name,
+        value: await resolveSecret(cookie.secret, ctx),
+        url: `${url.origin}/`,
+        httpOnly: true,
+        secure: url.protocol === 'https:',
+        sameSite: 'Lax' as const,
+      });
+    await context.addCookies(cookies);
+  }
+  if (step.headers && Object.keys(step.headers).length > 0) {
+    for (const spec of Object.values(step.headers))
+      if ('secret' in spec) await resolveSecret(spec.secret, ctx);
+    // resolveSecret fails without secrets, so a header naming a secret only gets here with a provider.
+    const secrets = ctx.secrets;
+    await addOriginHeaders(
+      context,
+      url.origin,
+      step.headers,
+      secrets?.provider ?? noSecrets,
+      secrets?.logger ?? silentLogger,
+    );
+  }
 }
