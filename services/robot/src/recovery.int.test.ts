@@ -322,9 +322,11 @@ describe('recovery of sessions taken over from another robot', () => {
     const beat = await waitFor(
       async () => {
         const hb = await heartbeatOf('robot-c');
-        return hb?.sessions.some((s) => s.sessionId === sessionId) && hb;
+        // A beat taken between the claim and the rebuilt page lists the session with no context yet: wait for one
+        // taken after recovery.
+        return hb?.sessions.some((s) => s.sessionId === sessionId) && hb.browser.contexts > 0 && hb;
       },
-      { description: 'the heartbeat to list the held session' },
+      { description: 'the heartbeat to list the held session with its page' },
     );
     expect(beat).toMatchObject({
       status: 'running',
