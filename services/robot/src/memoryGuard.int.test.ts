@@ -1,10 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { Writable } from 'node:stream';
 import { jetstream } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   connectNats,
-  createLogger,
   ensureWorkTopology,
   openEventStore,
   Registry,
@@ -23,6 +21,7 @@ import { WorkDriver } from '../test/workDriver.js';
 import { resolveChromiumPath } from './browser.js';
 import { browserMemoryBytes } from './browserMemory.js';
 import { createRobot, type Robot } from './robot.js';
+import { capturingLogger } from '../test/logCapture.js';
 
 const TENANT = 'tenant-m';
 const ACK_WAIT_MS = 3_000;
@@ -92,16 +91,7 @@ describe('the browser memory guard on a real robot', () => {
       store,
       topology,
       robotId: 'robot-m',
-      logger: createLogger({
-        name: 'robot',
-        level: 'info',
-        destination: new Writable({
-          write(chunk: Buffer, _encoding, callback) {
-            logLines.push(chunk.toString('utf8'));
-            callback();
-          },
-        }),
-      }),
+      logger: capturingLogger(logLines),
       registry,
       chromiumPath: resolveChromiumPath(process.env.CHROMIUM_PATH),
       egress: { allow: allowOrigins(site.url) },

@@ -1,11 +1,9 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import { Writable } from 'node:stream';
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   connectNats,
-  createLogger,
   ensureWorkTopology,
   openEventStore,
   Registry,
@@ -25,6 +23,7 @@ import { WorkDriver } from '../test/workDriver.js';
 import { resolveChromiumPath } from './browser.js';
 import { createRobot, type Robot } from './robot.js';
 import { EnvSecretProvider } from './secrets/index.js';
+import { capturingLogger } from '../test/logCapture.js';
 
 const TENANT = 'tenant-a';
 const ACTOR = { kind: 'api-key' as const, id: 'test-key' };
@@ -111,16 +110,7 @@ describe('navigate with headers and cookies from secrets', () => {
       store,
       topology,
       robotId: 'robot-headers',
-      logger: createLogger({
-        name: 'robot',
-        level: 'trace',
-        destination: new Writable({
-          write(chunk: Buffer, _encoding, callback) {
-            logLines.push(chunk.toString('utf8'));
-            callback();
-          },
-        }),
-      }),
+      logger: capturingLogger(logLines, 'trace'),
       registry,
       chromiumPath: resolveChromiumPath(process.env.CHROMIUM_PATH),
       egress: { allow: allowOrigins(app.url, other.url) },

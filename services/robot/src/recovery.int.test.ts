@@ -1,12 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { Writable } from 'node:stream';
 import { jetstream, jetstreamManager, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm } from '@nats-io/kv';
 import { Objm } from '@nats-io/obj';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   connectNats,
-  createLogger,
   ensureWorkTopology,
   isNotFound,
   openEventStore,
@@ -29,6 +27,7 @@ import { WorkDriver } from '../test/workDriver.js';
 import { resolveChromiumPath } from './browser.js';
 import { NatsRestorePointStore, RESTORE_POINT_MAX_AGE_MS } from './restorePoints.js';
 import { createRobot, type Robot } from './robot.js';
+import { capturingLogger } from '../test/logCapture.js';
 
 const TENANT = 'tenant-r';
 const ACTOR = { kind: 'api-key' as const, id: 'test-key' };
@@ -79,16 +78,7 @@ describe('recovery of sessions taken over from another robot', () => {
       store: conn.store,
       topology,
       robotId,
-      logger: createLogger({
-        name: 'robot',
-        level: 'debug',
-        destination: new Writable({
-          write(chunk: Buffer, _encoding, callback) {
-            logLines.push(chunk.toString('utf8'));
-            callback();
-          },
-        }),
-      }),
+      logger: capturingLogger(logLines, 'debug'),
       registry: new Registry(),
       chromiumPath: resolveChromiumPath(process.env.CHROMIUM_PATH),
       egress: { allow: allowOrigins(site.url) },

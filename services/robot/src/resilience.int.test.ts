@@ -1,12 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { Writable } from 'node:stream';
 import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   connectNats,
-  createLogger,
   ensureWorkTopology,
   openEventStore,
   Registry,
@@ -29,6 +27,7 @@ import { WorkDriver } from '../test/workDriver.js';
 import { defaultBreakerSettings, type BreakerState } from './breakers.js';
 import { resolveChromiumPath } from './browser.js';
 import { createRobot, type Robot } from './robot.js';
+import { capturingLogger } from '../test/logCapture.js';
 
 const TENANT = 'tenant-a';
 const ACTOR = { kind: 'api-key' as const, id: 'test-key' };
@@ -89,16 +88,7 @@ describe('robot resilience: step retries, origin breakers, pause and cancel', ()
       store,
       topology,
       robotId: 'robot-resilience',
-      logger: createLogger({
-        name: 'robot',
-        level: 'debug',
-        destination: new Writable({
-          write(chunk: Buffer, _encoding, callback) {
-            logLines.push(chunk.toString('utf8'));
-            callback();
-          },
-        }),
-      }),
+      logger: capturingLogger(logLines, 'debug'),
       registry,
       chromiumPath: resolveChromiumPath(process.env.CHROMIUM_PATH),
       egress: { allow: egressAllow },

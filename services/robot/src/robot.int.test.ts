@@ -1,10 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { Writable } from 'node:stream';
 import { jetstream, jetstreamManager, type JetStreamClient } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   connectNats,
-  createLogger,
   ensureWorkTopology,
   openEventStore,
   Registry,
@@ -23,6 +21,7 @@ import { allowOrigins } from '../test/egress.js';
 import { WorkDriver } from '../test/workDriver.js';
 import { resolveChromiumPath } from './browser.js';
 import { createRobot, type Robot } from './robot.js';
+import { capturingLogger } from '../test/logCapture.js';
 
 const TENANT = 'tenant-a';
 const ACTOR = { kind: 'api-key' as const, id: 'test-key' };
@@ -70,16 +69,7 @@ describe('robot on real NATS, the JetStream event store and Chromium', () => {
       store,
       topology,
       robotId,
-      logger: createLogger({
-        name: 'robot',
-        level: 'debug',
-        destination: new Writable({
-          write(chunk: Buffer, _encoding, callback) {
-            logLines.push(chunk.toString('utf8'));
-            callback();
-          },
-        }),
-      }),
+      logger: capturingLogger(logLines, 'debug'),
       registry: robotId === 'robot-test-1' ? registry : new Registry(),
       chromiumPath: resolveChromiumPath(process.env.CHROMIUM_PATH),
       egress: { allow: allowOrigins(site.url) },

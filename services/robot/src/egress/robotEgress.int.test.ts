@@ -1,10 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { Writable } from 'node:stream';
 import { jetstream } from '@nats-io/jetstream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   connectNats,
-  createLogger,
   ensureWorkTopology,
   openEventStore,
   Registry,
@@ -21,6 +19,7 @@ import { html, page, startOrigin, type TestOrigin } from '../../test/origin.js';
 import { WorkDriver } from '../../test/workDriver.js';
 import { resolveChromiumPath } from '../browser.js';
 import { createRobot, type Robot } from '../robot.js';
+import { capturingLogger } from '../../test/logCapture.js';
 
 const ACK_WAIT_MS = 5_000;
 const ACTOR = { kind: 'api-key' as const, id: 'test-key' };
@@ -57,16 +56,7 @@ describe('a robot under the egress policy', () => {
       store,
       topology,
       robotId: 'robot-egress',
-      logger: createLogger({
-        name: 'robot',
-        level: 'info',
-        destination: new Writable({
-          write(chunk: Buffer, _encoding, callback) {
-            logLines.push(chunk.toString('utf8'));
-            callback();
-          },
-        }),
-      }),
+      logger: capturingLogger(logLines),
       registry,
       chromiumPath: resolveChromiumPath(process.env.CHROMIUM_PATH),
       egress: {

@@ -2,7 +2,6 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import { Writable } from 'node:stream';
 import ipaddr from 'ipaddr.js';
 import type { BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,6 +17,7 @@ import { deniedRule, type EgressRule } from './addressPolicy.js';
 import { egressOf } from './contextEgress.js';
 import { canonicalHost } from './host.js';
 import { EgressProxy, type EgressChannel } from './proxy.js';
+import { capturingLogger } from '../../test/logCapture.js';
 
 /** Names the test resolver answers; everything else does not resolve. */
 const DNS: Record<string, string[]> = {
@@ -152,16 +152,7 @@ describe('egress policy: SSRF vectors against real Chromium and the egress proxy
       volumeThreshold: 3,
     };
     breakers = new Breakers(settings);
-    const logger = createLogger({
-      name: 'robot',
-      level: 'info',
-      destination: new Writable({
-        write(chunk: Buffer, _encoding, callback) {
-          logLines.push(chunk.toString('utf8'));
-          callback();
-        },
-      }),
-    });
+    const logger = capturingLogger(logLines);
     proxy = new EgressProxy({
       allow: [allowOrigin(site.url)],
       tenantAllow: new Map([['acme', [allowOrigin(tenantSite.url)]]]),
