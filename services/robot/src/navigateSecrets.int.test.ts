@@ -16,7 +16,13 @@ import {
   type SessionEvent,
   type StepSpec,
 } from '@rpa/shared';
-import { startNatsServer, uniquePrefix, waitFor, type NatsServerHandle } from '@rpa/shared/testing';
+import {
+  natsContents,
+  startNatsServer,
+  uniquePrefix,
+  waitFor,
+  type NatsServerHandle,
+} from '@rpa/shared/testing';
 import { html, page, startOrigin, type TestOrigin } from '../test/origin.js';
 import { allowOrigins } from '../test/egress.js';
 import { WorkDriver } from '../test/workDriver.js';
@@ -148,23 +154,7 @@ describe('navigate with headers and cookies from secrets', () => {
       { timeoutMs: 40_000, description: `${type} of ${stepId ?? sessionId}` },
     );
 
-  /** Every byte NATS stores: each message (subject, headers, payload) of every stream, KV and object store. */
-  async function everythingStored(): Promise<{ messages: number; text: string }> {
-    const parts: string[] = [];
-    let messages = 0;
-    for await (const info of jsm.streams.list()) {
-      const name = info.config.name;
-      const { first_seq: first, last_seq: last } = info.state;
-      for (let seq = first; seq > 0 && seq <= last; seq++) {
-        const msg = await jsm.streams.getMessage(name, { seq }).catch(() => null);
-        if (!msg) continue;
-        messages += 1;
-        parts.push(msg.subject, Buffer.from(msg.data).toString('utf8'));
-        for (const key of msg.header?.keys() ?? []) parts.push(key, ...msg.header.values(key));
-      }
-    }
-    return { messages, text: parts.join('\n') };
-  }
+  const everythingStored = () => natsContents(jsm);
 
   function expectNoCanary(text: string): void {
     expect(text).not.toContain(TOKEN_CANARY);

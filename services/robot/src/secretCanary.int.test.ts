@@ -16,7 +16,13 @@ import {
   type SessionEvent,
   type StepSpec,
 } from '@rpa/shared';
-import { startNatsServer, uniquePrefix, waitFor, type NatsServerHandle } from '@rpa/shared/testing';
+import {
+  natsContents,
+  startNatsServer,
+  uniquePrefix,
+  waitFor,
+  type NatsServerHandle,
+} from '@rpa/shared/testing';
 import { html, page, startOrigin, type TestOrigin } from '../test/origin.js';
 import { allowOrigins } from '../test/egress.js';
 import { WorkDriver } from '../test/workDriver.js';
@@ -197,23 +203,7 @@ describe('secrets by reference: a canary secret leaks nowhere', () => {
       { timeoutMs, description: `${type} of ${stepId ?? sessionId}` },
     );
 
-  /** Every byte NATS stores: each message (subject, headers, payload) of every stream, KV and object store. */
-  async function everythingStored(): Promise<{ messages: number; text: string }> {
-    const parts: string[] = [];
-    let messages = 0;
-    for await (const info of jsm.streams.list()) {
-      const name = info.config.name;
-      const { first_seq: first, last_seq: last } = info.state;
-      for (let seq = first; seq > 0 && seq <= last; seq++) {
-        const msg = await jsm.streams.getMessage(name, { seq }).catch(() => null);
-        if (!msg) continue;
-        messages += 1;
-        parts.push(msg.subject, Buffer.from(msg.data).toString('utf8'));
-        for (const key of msg.header?.keys() ?? []) parts.push(key, ...msg.header.values(key));
-      }
-    }
-    return { messages, text: parts.join('\n') };
-  }
+  const everythingStored = () => natsContents(jsm);
 
   it('logs in with the secret through a failed and retried navigation and fill, and the canary is nowhere', async () => {
     const sessionId = randomUUID();

@@ -8,3 +8,4 @@ export {
 export { waitFor, WaitTimeoutError } from './waitFor.js';
 export { startTestIssuer, testApiKey, type TestIssuer, type TestClaims } from './credentials.js';
 export { auditRoutes, fillParams, routerRoutes, type RouterRoute } from './routes.js';
+export { natsContents, type NatsContents } from './natsContents.js';
