@@ -1,9 +1,17 @@
-import { mkdtempSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { SessionDocument, StepSpec } from '@rpa/shared';
-import { startNatsServer, uniquePrefix, waitFor, type NatsServerHandle } from '@rpa/shared/testing';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connectNats, type SessionDocument, type StepSpec } from '@rpa/shared';
+import {
+  natsContents,
+  startNatsServer,
+  uniquePrefix,
+  waitFor,
+  type NatsServerHandle,
+} from '@rpa/shared/testing';
 import { startStack, type ServiceProcess, type Stack } from '../scripts/lib/stack.js';
 import { robotOnline, RpaClient, type FeedClient, type SessionEventView } from '../scripts/lib/client.js';
 import {
@@ -15,13 +23,25 @@ import {
   type Frozen,
   type ProcessInfo,
 } from './support/processes.js';
-import { SITE, startRecoverySite, type RecoverySite } from './support/recoverySite.js';
+import {
+  SITE,
+  startRecoverySite,
+  type PortalCredentials,
+  type RecoverySite,
+} from './support/recoverySite.js';
 
 // Short enough that a take-over happens within seconds, long enough that a busy robot on two cores keeps its work.
 const ACK_WAIT_MS = 2_500;
 const HEARTBEAT_INTERVAL_MS = 1_000;
 const SLOW_MS = 4_000;
 const PASSWORD = 'not-a-real-password';
+/** The portal's credentials: the robots hold them as secrets; their values must appear nowhere. */
+const PORTAL: PortalCredentials = {
+  header: 'X-Portal-Token',
+  token: `canary-token-${randomBytes(12).toString('hex')}`,
+  cookie: 'portal',
+  session: `canary-cookie-${randomBytes(12).toString('hex')}`,
+};
 /** Events a robot writes as the owner of an epoch. */
 const OWNER_EVENTS = new Set([
   'StepStarted',
@@ -178,7 +198,7 @@ describe('crash recovery, robots as processes', () => {
     logDir = mkdtempSync(join(tmpdir(), 'rpa-recovery-e2e-'));
     process.stderr.write(`recovery e2e: service logs in ${logDir}\n`);
     nats = await startNatsServer();
-    site = await startRecoverySite({ slowMs: SLOW_MS });
+    site = await startRecoverySite({ slowMs: SLOW_MS, portal: PORTAL });
     stack = await startStack({
       natsUrl: nats.url,
       prefix: uniquePrefix('rec'),
@@ -190,6 +210,8 @@ describe('crash recovery, robots as processes', () => {
         HEARTBEAT_INTERVAL_MS: String(HEARTBEAT_INTERVAL_MS),
         SHUTDOWN_GRACE_MS: '5000',
       },
+      // Secrets `portal.token` and `portal.session`.
+      robotEnv: { SECRET_PORTAL_TOKEN: PORTAL.token, SECRET_PORTAL_SESSION: PORTAL.session },
     });
     client = new RpaClient(stack.commandApiUrl, stack.queryApiUrl, stack.apiKey);
     feed = await client.feed();
@@ -392,6 +414,110 @@ describe('crash recovery, robots as processes', () => {
         description: 'no Chromium process of the killed robots alive',
       }),
     );
+  });
+
+  it('sets again the headers and cookies from secrets that the restore point left out, after a kill -9', async () => {
+    await ensureRobots(2);
+    site.setSlowMs(SLOW_MS);
+    const sessionId = await openSession('credentials');
+    const { steps } = await client.submitSteps(sessionId, [
+      {
+        action: 'navigate',
+        url: `${site.url}/portal`,
+        headers: { [PORTAL.header]: { secret: 'portal.token' } },
+        cookies: [{ name: PORTAL.cookie, secret: 'portal.session' }],
+      },
+      // A new document (/portal/next): the restore point recovery starts from.
+      { action: 'click', selector: SITE.portal.next },
+      // The page's own fetch of /portal/api needs the header as well.
+      { action: 'waitFor', selector: `${SITE.portal.api}:text("api ok")` },
+      { action: 'click', selector: SITE.portal.slow, timeoutMs: 30_000 },
+    ]);
+    const [login, next, , slow] = steps as [(typeof steps)[0], (typeof steps)[0], unknown, (typeof steps)[0]];
+    const running = await waitDoc(
+      sessionId,
+      (d) => d.steps.find((s) => s.stepId === slow.stepId)?.status === 'running',
+      60_000,
+      'the slow step running',
+    );
+    expect(running.steps.slice(0, 3).map((s) => s.status)).toEqual(Array(3).fill('succeeded'));
+    const portalPaths = site.portalRequests().map((r) => r.path);
+    expect(portalPaths).toEqual(expect.arrayContaining(['/portal', '/portal/next', '/portal/api']));
+    const before = site.portalRequests().length;
+    const victim = robotOf(running);
+    await crash(victim);
+    site.setSlowMs(100);
+
+    const recovered = await waitEvents(
+      sessionId,
+      (events) => events.find((e) => e.type === 'SessionRecovered' && dataOf(e).epoch! > running.epoch),
+      45_000,
+      'SessionRecovered by the successor',
+    );
+    const recovery = recovered.data as {
+      robotId: string;
+      fromCheckpoint: { afterStepSeq: number } | null;
+      replayedSteps: number;
+    };
+    expect(recovery.robotId).not.toBe(victim.robotId);
+    // The restore point is the one after the click, which holds neither the cookie nor the header.
+    expect(recovery.fromCheckpoint?.afterStepSeq).toBe(next.seq);
+    expect(recovery.replayedSteps).toBe(1);
+
+    const checks = await client.submitSteps(sessionId, [
+      { action: 'extractText', selector: SITE.portal.user },
+      { action: 'extractText', selector: SITE.portal.api },
+      { action: 'extractText', selector: SITE.portal.slowResult },
+    ]);
+    const all = [...steps, ...checks.steps].map((s) => s.stepId);
+    const doc = await waitSteps(sessionId, all, 60_000, 'every step');
+    expectStepsSucceeded(doc, all);
+    expect(checks.steps.map((s) => textOf(doc, s.stepId))).toEqual(['alice', 'api ok', 'done']);
+    // The successor reopened /portal/next and the page fetched /portal/api again, each with both credentials.
+    const after = site.portalRequests().slice(before);
+    expect(after.map((r) => r.path)).toEqual(expect.arrayContaining(['/portal/next', '/portal/api']));
+    expect(site.portalRequests().filter((r) => !r.authorised)).toEqual([]);
+
+    await client.closeSession(sessionId);
+    await waitDoc(sessionId, (d) => d.status === 'closed', 30_000, 'closed');
+    const events = await client.events(sessionId);
+    // Each secret's use is on record: by the first owner with the navigate's result, by the successor as a replay.
+    const uses = events
+      .filter((e) => e.type === 'SecretUsed')
+      .map((e) => e.data as { name: string; stepId: string; replay: boolean; robotId: string });
+    expect(uses.filter((u) => u.stepId !== login.stepId)).toEqual([]);
+    const byReplay = (replay: boolean, robotId: string) =>
+      uses
+        .filter((u) => u.replay === replay && u.robotId === robotId)
+        .map((u) => u.name)
+        .sort();
+    expect(byReplay(false, victim.robotId!)).toEqual(['portal.session', 'portal.token']);
+    expect(byReplay(true, recovery.robotId)).toEqual(['portal.session', 'portal.token']);
+
+    // Neither value is in an event, the read model, anything NATS stores, a log line or a metric.
+    const canaries = [PORTAL.token, PORTAL.session];
+    const nc = await connectNats(nats.url, 'recovery-e2e-scan');
+    try {
+      const stored = await natsContents(await jetstreamManager(nc));
+      expect(stored.text).toContain('portal.token');
+      for (const canary of canaries) expect(stored.text).not.toContain(canary);
+    } finally {
+      await nc.close();
+    }
+    const logs = readdirSync(logDir)
+      .map((name) => readFileSync(join(logDir, name), 'utf8'))
+      .join('\n');
+    expect(logs).toContain('session recovered');
+    const metrics = await Promise.all(
+      stack.services.filter((s) => s.running).map(async (s) => (await fetch(`${s.opsUrl}/metrics`)).text()),
+    );
+    expect(metrics.join('\n')).toContain('rpa_robot_recoveries');
+    for (const canary of canaries) {
+      expect(JSON.stringify(events)).not.toContain(canary);
+      expect(JSON.stringify(await client.getSession(sessionId))).not.toContain(canary);
+      expect(logs).not.toContain(canary);
+      expect(metrics.join('\n')).not.toContain(canary);
+    }
   });
 
   it('fences a robot frozen past its ack wait: one owner per epoch, nothing written with the old epoch', async () => {

@@ -25,7 +25,7 @@ import {
 } from '@rpa/shared';
 import { startNatsServer, uniquePrefix } from '@rpa/shared/testing';
 import { Breaker } from '../../services/robot/src/breakers.js';
-import { stepsToReplay } from '../../services/robot/src/recovery.js';
+import { stepsToRead } from '../../services/robot/src/recovery.js';
 import { Reporter } from '../../services/robot/src/reporter.js';
 import { FixtureClock, fixtureUuid } from '../fixtures/fixtureClock.js';
 import { SessionDriver } from '../fixtures/sessionDriver.js';
@@ -173,7 +173,7 @@ async function sample(url: string, topology: Topology, sessionId: string): Promi
     const snapshotLoadMs = performance.now() - started;
     const kv = snapshot ? (await encodeSnapshot(snapshot)).byteLength / 1_024 : 0;
     if (loaded.state.status === 'none') throw new Error('the session did not load');
-    const tail = stepsToReplay(loaded.state);
+    const tail = stepsToRead(loaded.state);
     return {
       snapshotLoadMs,
       snapshotVersion: snapshot?.version ?? -1,

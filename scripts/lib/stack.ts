@@ -85,6 +85,8 @@ export interface StackOptions {
   logLevel?: string;
   /** Extra environment for every service (e.g. ACK_WAIT_MS). */
   env?: Record<string, string>;
+  /** Extra environment for the robots only (e.g. their secrets), after `env`. */
+  robotEnv?: Record<string, string>;
   /**
    * Origins (`http://127.0.0.1:8080`) the robots may reach although the egress policy refuses loopback and private
    * addresses: each becomes an EGRESS_ALLOW entry for its host and port only.
@@ -179,6 +181,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
         : {}),
       HEALTH_PORT: String(port),
       ROBOT_ID: `robot-${robotCount}-${options.prefix}`,
+      ...options.robotEnv,
       ...extraEnv,
     };
     const robot = await launch('robot', `robot-${robotCount}`, env, port, options.logDir, env.ROBOT_ID);

@@ -28,11 +28,32 @@ export const SITE = {
     paid: '#paid',
   },
   pad: { field: '#field', tap: '#tap', taps: '#taps', slow: '#slow', slowResult: '#slow-result' },
+  /** Pages that answer only requests carrying the portal's header token and session cookie. */
+  portal: {
+    /** A link from /portal to /portal/next: a new document. */
+    next: '#next',
+    /** The account holder, on both pages. */
+    user: '#portal-user',
+    /** On /portal/next: the answer of the page's own fetch of /portal/api, which needs the header too. */
+    api: '#portal-api',
+    slow: '#slow',
+    slowResult: '#slow-result',
+  },
 } as const;
+
+/** The credentials the portal pages require: a header value and a cookie value. */
+export interface PortalCredentials {
+  header: string;
+  token: string;
+  cookie: string;
+  session: string;
+}
 
 export interface RecoverySiteOptions {
   /** How long the slow request is held before it is answered. Default 4 s. */
   slowMs?: number;
+  /** What the portal pages require; without it they refuse every request. */
+  portal?: PortalCredentials;
 }
 
 /** A running recovery site on 127.0.0.1. */
@@ -44,6 +65,8 @@ export interface RecoverySite {
   slowHits(): number;
   /** Changes the slow delay for requests that arrive from now on. */
   setSlowMs(ms: number): void;
+  /** Requests to the portal so far: path, and whether they carried both credentials. */
+  portalRequests(): ReadonlyArray<{ path: string; authorised: boolean }>;
   close(): Promise<void>;
 }
 
@@ -136,6 +159,38 @@ byId('slow').addEventListener('click', () => {
 });
 `;
 
+const portalScript = `
+const byId = (id) => document.getElementById(id);
+if (byId('portal-api')) {
+  fetch('/portal/api').then((res) => res.text()).then(
+    (text) => { byId('portal-api').textContent = text; },
+    () => { byId('portal-api').textContent = 'failed'; },
+  );
+}
+const slow = byId('slow');
+if (slow) {
+  slow.addEventListener('click', () => {
+    const request = new XMLHttpRequest();
+    request.open('GET', '/slow', false);
+    request.send();
+    byId('slow-result').textContent = request.status === 200 ? 'done' : 'failed';
+  });
+}
+`;
+
+const portalPage = (next: boolean) =>
+  page(
+    next ? 'Portal: next' : 'Portal',
+    `<h1>Portal of <span id="portal-user">alice</span></h1>
+${
+  next
+    ? `<p>API: <span id="portal-api"></span></p>
+<p><button id="slow" type="button">slow</button> <span id="slow-result"></span></p>`
+    : '<p><a id="next" href="/portal/next">next</a></p>'
+}`,
+    portalScript,
+  );
+
 const padPage = page(
   'Pad',
   `<h1>Pad</h1>
@@ -172,6 +227,15 @@ export async function startRecoverySite(options: RecoverySiteOptions = {}): Prom
   const sessions = new Map<string, string>();
   const payHits = new Map<string, number>();
   const timers = new Set<NodeJS.Timeout>();
+  const portalRequests: Array<{ path: string; authorised: boolean }> = [];
+  const portalAuthorised = (req: IncomingMessage) => {
+    const portal = options.portal;
+    return (
+      portal !== undefined &&
+      req.headers[portal.header.toLowerCase()] === portal.token &&
+      cookie(req, portal.cookie) === portal.session
+    );
+  };
 
   const send = (res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}) => {
     res.writeHead(status, {
@@ -193,6 +257,15 @@ export async function startRecoverySite(options: RecoverySiteOptions = {}): Prom
   const server = createServer((req, res) => {
     const { pathname } = new URL(req.url ?? '/', 'http://localhost');
     const route = `${req.method ?? 'GET'} ${pathname}`;
+    if (pathname === '/portal' || pathname.startsWith('/portal/')) {
+      const authorised = portalAuthorised(req);
+      portalRequests.push({ path: pathname, authorised });
+      if (!authorised) return send(res, 401, page('Denied', '<h1 id="denied">credentials required</h1>'));
+      if (route === 'GET /portal/api') return send(res, 200, 'api ok', { 'content-type': 'text/plain' });
+      if (route === 'GET /portal' || route === 'GET /portal/next')
+        return send(res, 200, portalPage(route === 'GET /portal/next'));
+      return send(res, 404, page('Not found', '<h1>Not found</h1>'));
+    }
     switch (route) {
       case 'GET /':
         return redirect(res, '/login');
@@ -244,6 +317,7 @@ export async function startRecoverySite(options: RecoverySiteOptions = {}): Prom
     url: `http://127.0.0.1:${port}`,
     payHits: (user) => payHits.get(user) ?? 0,
     slowHits: () => slowHits,
+    portalRequests: () => portalRequests,
     setSlowMs: (ms) => {
       slowMs = ms;
     },

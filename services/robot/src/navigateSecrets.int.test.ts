@@ -253,4 +253,73 @@ describe('navigate with headers and cookies from secrets', () => {
     expect(metrics).toContain('rpa_robot_');
     expectNoCanary(metrics);
   });
+
+  it('parks a session taken over by a robot that lacks a secret its restore point needs, naming the step', async () => {
+    const sessionId = randomUUID();
+    const opened = await handler.handle({
+      ...driver.command('OpenSession', sessionId),
+      labels: { suite: 'navigate-secrets' },
+      browser: {},
+      idleTimeoutMs: null,
+      onStepFailure: 'continue',
+    });
+    await driver.publishAssignment(sessionId, opened.events[0]!.eventId, {
+      openedAt: opened.events[0]!.metadata.occurredAt,
+    });
+    await driver.submit(sessionId, [
+      {
+        stepId: 'login',
+        step: {
+          action: 'navigate',
+          url: `${app.url}/account`,
+          headers: { 'X-Api-Token': { secret: 'api.token' } },
+          cookies: [{ name: 'session', secret: 'session.id' }],
+        },
+      },
+      { stepId: 'read', step: { action: 'extractText', selector: '#account' } },
+    ]);
+    const ran = await untilEvent(sessionId, 'StepSucceeded', 'read');
+    expect(ofType(ran, 'SessionCheckpointed').map((c) => c.afterStepSeq)).toEqual([1]);
+
+    // The robot that holds the secrets hands the session over; the only other robot holds none.
+    const registry = new Registry();
+    registries.push(registry);
+    const bare = createRobot({
+      nc,
+      store,
+      topology,
+      robotId: 'robot-without-secrets',
+      logger: capturingLogger(logLines, 'trace'),
+      registry,
+      chromiumPath: resolveChromiumPath(process.env.CHROMIUM_PATH),
+      egress: { allow: allowOrigins(app.url, other.url) },
+      maxSessions: 1,
+      ackWaitMs: ACK_WAIT_MS,
+      pullExpiresMs: 1_000,
+      heartbeatIntervalMs: 500,
+    });
+    robots.push(bare);
+    await robots[0]!.stop({ graceMs: 5_000 });
+    await bare.start();
+
+    const all = await untilEvent(sessionId, 'SessionNeedsAttention');
+    const [flag] = ofType(all, 'SessionNeedsAttention');
+    expect(flag).toMatchObject({
+      code: 'REPLAY_FAILED',
+      stepIds: ['login'],
+      robotId: 'robot-without-secrets',
+    });
+    expect(flag!.reason).toContain('SECRET_NOT_FOUND');
+    expect(flag!.reason).toContain('session.id');
+    // Nothing was loaded without the credentials, and nothing is recorded as used that was not read.
+    expect(ofType(all, 'SessionRecovered')).toEqual([]);
+    expect(ofType(all, 'SecretUsed').filter((u) => u.robotId === 'robot-without-secrets')).toEqual([]);
+    await waitFor(() => bare.openContexts() === 0, {
+      timeoutMs: 10_000,
+      description: 'the context to close',
+    });
+    expect((await driver.document(sessionId))?.status).toBe('needs_attention');
+    expectNoCanary((await everythingStored()).text);
+    expectNoCanary(logLines.join(''));
+  });
 });

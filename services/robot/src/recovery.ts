@@ -2,6 +2,7 @@ import type { Page } from 'playwright-core';
 import {
   NavigateStep,
   READ_ONLY_ACTIONS,
+  setsCredentials,
   type AttentionCode,
   type Logger,
   type RestorePoint,
@@ -24,6 +25,20 @@ export interface TailStep {
   step: StepSpec;
 }
 
+/** A navigate step, as submitted. */
+export type NavigateSpec = Extract<StepSpec, { action: 'navigate' }>;
+
+/**
+ * A succeeded navigate step up to the restore point that set request headers or cookies from secrets for its
+ * origin. A restore point holds neither (the headers live in the context's routing, and the cookies from secrets are
+ * left out of it on purpose), so the restored context gets them again before anything loads.
+ */
+export interface OriginCredentials {
+  stepId: string;
+  seq: number;
+  step: NavigateSpec;
+}
+
 /** What taking a session over takes. */
 export type RecoveryPlan =
   | { kind: 'attention'; code: AttentionCode; reason: string; stepIds: string[] }
@@ -31,6 +46,8 @@ export type RecoveryPlan =
       kind: 'replay';
       /** The restore point to start from; null: a blank page, and the tail starts at step 1. */
       from: RestorePoint | null;
+      /** Set again, in this order, on the new context before the restore point's page is reopened. */
+      credentials: OriginCredentials[];
       tail: TailStep[];
       /** Steps of the tail that an operator allowed to skip. */
       skippedSteps: number;
@@ -112,20 +129,52 @@ export function planRecovery(
     }
     tail.push({ stepId: s.stepId, seq: s.seq, step });
   }
-  return { kind: 'replay', from, tail, skippedSteps, interrupted: cutOff.filter((s) => skips.has(s.stepId)) };
+
+  const credentials: OriginCredentials[] = [];
+  for (const s of credentialsUpTo(steps, from)) {
+    const step = specs.get(s.stepId);
+    if (!step) {
+      return attention(
+        'REPLAY_FAILED',
+        `step ${s.stepId} has no submission in the stream; the headers and cookies it set cannot be set again`,
+        [s.stepId],
+      );
+    }
+    if (step.action === 'navigate' && setsCredentials(step))
+      credentials.push({ stepId: s.stepId, seq: s.seq, step });
+  }
+  return {
+    kind: 'replay',
+    from,
+    credentials,
+    tail,
+    skippedSteps,
+    interrupted: cutOff.filter((s) => skips.has(s.stepId)),
+  };
 }
 
 /**
- * The steps whose specs a plan made with the same options may replay: the tail before the checks for unsafe steps,
- * so that only their submissions need to be read.
+ * The steps whose specs a plan made with the same options needs, so that only their submissions are read: the tail
+ * before the checks for unsafe steps, and the steps the restore point holds that set headers or cookies it does not
+ * keep.
  */
-export function stepsToReplay(
+export function stepsToRead(
   state: ExistingSession,
   options: { restorePointMissing?: boolean } = {},
 ): StepState[] {
   const skips = new Set(state.replaySkips);
   const from = options.restorePointMissing ? null : state.checkpoint;
-  return changedPageAfter(inSeqOrder(state), from).filter((s) => !skips.has(s.stepId));
+  const steps = inSeqOrder(state);
+  return [
+    ...credentialsUpTo(steps, from),
+    ...changedPageAfter(steps, from).filter((s) => !skips.has(s.stepId)),
+  ];
+}
+
+/** Succeeded steps up to and including the restore point's that set headers or cookies; none without one. */
+function credentialsUpTo(steps: StepState[], from: RestorePoint | null): StepState[] {
+  if (!from) return [];
+  return steps.filter((s) => s.seq <= from.afterStepSeq && s.status === 'succeeded' && s.setsCredentials);
 }
 
 /** Succeeded steps after the restore point (all, without one) that changed the page. */
@@ -157,6 +206,11 @@ export interface RecoveryDeps {
   openPage(storageState: StorageState | null): Promise<Page>;
   /** Runs one step as normal work runs it: the same step code behind the same breakers. Never rejects for a step failure. */
   runStep(stepId: string, step: StepSpec, page: Page): Promise<StepRunOutcome>;
+  /**
+   * Sets on the page's context the headers and cookies a navigate step set for its origin, with its secrets read
+   * now, without loading anything. Never rejects for a step failure (a secret that is gone): it comes back failed.
+   */
+  setCredentials(stepId: string, step: NavigateSpec, page: Page): Promise<StepRunOutcome>;
   /**
    * Throws when the robot is stopping or the browser is gone: a step failure then says nothing about the session,
    * and the session is handed back instead of being flagged.
@@ -194,25 +248,46 @@ export async function recoverSession(
 
   try {
     // Only the tail's submissions are read: what the restore point holds costs nothing.
-    const specs = await reporter.stepSpecs(owner.sessionId, stepsToReplay(state), signal);
+    const specs = await reporter.stepSpecs(owner.sessionId, stepsToRead(state), signal);
     let plan = planRecovery(state, specs);
     let storage: StorageState | null = null;
     if (plan.kind === 'replay' && plan.from) {
       storage = await readRestorePoint(restorePoints, plan.from.stateKey, log);
       if (!storage) {
         const blank = { restorePointMissing: true };
-        const all = await reporter.stepSpecs(owner.sessionId, stepsToReplay(state, blank), signal);
+        const all = await reporter.stepSpecs(owner.sessionId, stepsToRead(state, blank), signal);
         plan = planRecovery(state, all, blank);
       }
     }
     if (plan.kind === 'attention') return await park(plan);
 
-    const { from, tail, skippedSteps, interrupted } = plan;
+    const { from, credentials, tail, skippedSteps, interrupted } = plan;
     log.info(
-      { fromStepSeq: from?.afterStepSeq ?? null, tail: tail.length, skippedSteps },
+      {
+        fromStepSeq: from?.afterStepSeq ?? null,
+        credentials: credentials.length,
+        tail: tail.length,
+        skippedSteps,
+      },
       'recovering the session',
     );
     const page = await deps.openPage(storage);
+    for (const { stepId, step } of credentials) {
+      deps.assertCanContinue();
+      const outcome = await deps.setCredentials(stepId, step, page);
+      if (outcome.status === 'failed') {
+        deps.assertCanContinue();
+        return await park({
+          kind: 'attention',
+          code: 'REPLAY_FAILED',
+          reason: truncate(
+            `setting again the headers and cookies of step ${stepId} failed: ${outcome.error.code}: ` +
+              outcome.error.message,
+          ),
+          stepIds: [stepId],
+        });
+      }
+    }
     if (from) {
       const restore = NavigateStep.safeParse({ action: 'navigate', url: from.url });
       const outcome = restore.success

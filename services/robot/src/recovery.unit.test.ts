@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { evolve, initialState, type SessionEvent, type StepSpec } from '@rpa/shared';
-import { isTakeOver, planRecovery, stepsToReplay, type ExistingSession } from './recovery.js';
+import { isTakeOver, planRecovery, stepsToRead, type ExistingSession } from './recovery.js';
 
 const URL = 'https://shop.example/';
 
@@ -99,6 +99,7 @@ describe('recovery plan', () => {
     expect(planRecovery(state, s.specs)).toEqual({
       kind: 'replay',
       from: { afterStepSeq: 3, stateKey: 's1.3.1', url: URL },
+      credentials: [],
       tail: [
         { stepId: 'add2', seq: 4, step: add },
         { stepId: 'add3', seq: 7, step: add },
@@ -276,19 +277,73 @@ describe('recovery plan', () => {
     ];
     for (const state of states) {
       for (const options of [{}, { restorePointMissing: true }]) {
-        const needed = stepsToReplay(state, options).map((step) => step.stepId);
+        const needed = stepsToRead(state, options).map((step) => step.stepId);
         const only = new Map([...s.specs].filter(([stepId]) => needed.includes(stepId)));
         expect(planRecovery(state, only, options)).toEqual(planRecovery(state, s.specs, options));
       }
     }
-    expect(stepsToReplay(states[0]!).map((step) => step.stepId)).toEqual(['add2']);
-    expect(stepsToReplay(states[2]!).map((step) => step.stepId)).toEqual(['add2', 'add3']);
-    expect(stepsToReplay(states[2]!, { restorePointMissing: true }).map((step) => step.stepId)).toEqual([
+    expect(stepsToRead(states[0]!).map((step) => step.stepId)).toEqual(['add2']);
+    expect(stepsToRead(states[2]!).map((step) => step.stepId)).toEqual(['add2', 'add3']);
+    expect(stepsToRead(states[2]!, { restorePointMissing: true }).map((step) => step.stepId)).toEqual([
       'nav',
       'add1',
       'nav2',
       'add2',
       'add3',
     ]);
+  });
+
+  it('sets again the headers and cookies of the navigate steps the restore point holds, in order, before the tail', () => {
+    const login: StepSpec = {
+      action: 'navigate',
+      url: `${URL}login`,
+      headers: { 'X-Api-Token': { secret: 'api.token' } },
+      cookies: [{ name: 'session', secret: 'session.id' }],
+    };
+    const literal: StepSpec = { action: 'navigate', url: URL, headers: { 'X-Client': { value: 'rpa' } } };
+    const later: StepSpec = { action: 'navigate', url: `${URL}later`, cookies: [{ name: 'b', secret: 'b' }] };
+    const s = session([
+      ['login', login],
+      ['nav', nav],
+      ['literal', literal],
+      ['broken', login],
+      ['add', add],
+      ['later', later],
+      ['add2', add],
+    ]);
+    const ran = [...s.base, ...s.ran('login', 'nav', 'literal'), ...s.failed('broken'), ...s.ran('add')];
+    const state = given([...ran, s.checkpoint('add'), ...s.ran('later', 'add2')]);
+    expect(state.steps.login?.setsCredentials).toBe(true);
+    expect(state.steps.nav?.setsCredentials).toBeUndefined();
+    const plan = planRecovery(state, s.specs);
+    // A failed step set nothing for sure; one after the restore point sets its own when the tail replays it.
+    expect(plan).toMatchObject({
+      kind: 'replay',
+      from: { afterStepSeq: 5 },
+      credentials: [
+        { stepId: 'login', seq: 1, step: login },
+        { stepId: 'literal', seq: 3, step: literal },
+      ],
+      tail: [{ stepId: 'later' }, { stepId: 'add2' }],
+    });
+    // Only those steps' submissions are read besides the tail's, and they plan the same as all of them.
+    const needed = stepsToRead(state).map((step) => step.stepId);
+    expect(needed).toEqual(['login', 'literal', 'later', 'add2']);
+    const only = new Map([...s.specs].filter(([stepId]) => needed.includes(stepId)));
+    expect(planRecovery(state, only)).toEqual(plan);
+    // Without the restore point, the tail starts at step 1 and sets them by running them.
+    expect(planRecovery(state, s.specs, { restorePointMissing: true })).toMatchObject({
+      kind: 'replay',
+      from: null,
+      credentials: [],
+      tail: ['login', 'nav', 'literal', 'add', 'later', 'add2'].map((stepId) => ({ stepId })),
+    });
+    // A step whose submission cannot be read stops the recovery for an operator rather than lose them silently.
+    const withoutLogin = new Map([...s.specs].filter(([stepId]) => stepId !== 'login'));
+    expect(planRecovery(state, withoutLogin)).toMatchObject({
+      kind: 'attention',
+      code: 'REPLAY_FAILED',
+      stepIds: ['login'],
+    });
   });
 });

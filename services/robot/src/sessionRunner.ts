@@ -24,13 +24,16 @@ import { ReportFailedError, RobotStoppingError, SessionLostError } from './error
 import { ControlNotices } from './controlNotices.js';
 import { startHeartbeat } from './heartbeat.js';
 import type { RobotMetrics } from './metrics.js';
-import { recoverSession, type ExistingSession, type RecoveryDeps } from './recovery.js';
+import { recoverSession, type ExistingSession, type NavigateSpec, type RecoveryDeps } from './recovery.js';
 import type { Ownership, Reporter, StepCompletion } from './reporter.js';
 import type { RestorePointStore, StorageState } from './restorePoints.js';
 import { cleanUpSession, deleteRestorePoint } from './sessionCleanup.js';
 import { pullOne } from './pull.js';
 import { sleep } from './sleep.js';
 import { executeStep, type StepRunOutcome } from './stepExecutor.js';
+import { createStepContext } from './steps/context.js';
+import { toStepFailure } from './steps/errors.js';
+import { applyCredentials } from './steps/navigate.js';
 import { noSecrets, StepSecrets, type SecretProvider } from './secrets/index.js';
 
 /**
@@ -289,6 +292,7 @@ export class SessionRunner {
       // The session's own browser options, from its stream: a resumed session's assignment carries none.
       openPage: (storageState) => this.openPage(session, storageState),
       runStep: (stepId, step, page) => this.replay(stepId, step, page),
+      setCredentials: (stepId, step, page) => this.setCredentials(stepId, step, page),
       assertCanContinue: () => {
         if (this.stopping || this.abortController.signal.aborted) throw new RobotStoppingError();
         if (!this.page || this.page.isClosed() || !this.deps.browser.connected)
@@ -629,19 +633,52 @@ export class SessionRunner {
 
   private execute(stepId: string, step: StepSpec, page: Page, secrets: StepSecrets): Promise<StepRunOutcome> {
     const { breakers, artifacts } = this.deps;
-    if (step.action === 'navigate' && step.cookies) {
-      // Before the step runs: a restore point taken after a failed or abandoned attempt leaves them out too.
-      const host = new URL(step.url).hostname;
-      const names = this.secretCookies.get(host) ?? new Set<string>();
-      for (const cookie of step.cookies) names.add(cookie.name);
-      this.secretCookies.set(host, names);
-    }
+    // Before the step runs: a restore point taken after a failed or abandoned attempt leaves them out too.
+    if (step.action === 'navigate') this.noteSecretCookies(step);
     return executeStep(
       { breakers, artifacts, logger: this.logger, secrets },
       { sessionId: this.owner.sessionId, stepId, step },
       page,
       this.runSignal(),
     );
+  }
+
+  /** Remembers the cookies a navigate step sets from secrets, so that restore points leave them out. */
+  private noteSecretCookies(step: NavigateSpec): void {
+    if (!step.cookies || step.cookies.length === 0) return;
+    const host = new URL(step.url).hostname;
+    const names = this.secretCookies.get(host) ?? new Set<string>();
+    for (const cookie of step.cookies) names.add(cookie.name);
+    this.secretCookies.set(host, names);
+  }
+
+  /**
+   * Recovery: sets again on the rebuilt context the headers and cookies of a navigate step its restore point holds,
+   * with the secrets read now, and records their use as a replay (whether it worked or not), as a replayed step's are.
+   */
+  private async setCredentials(stepId: string, step: NavigateSpec, page: Page): Promise<StepRunOutcome> {
+    const log = this.logger.child({ stepId, action: step.action });
+    const secrets = this.stepSecrets(log);
+    this.noteSecretCookies(step);
+    let outcome: StepRunOutcome;
+    try {
+      const ctx = createStepContext({
+        page,
+        sessionId: this.owner.sessionId,
+        stepId,
+        artifacts: this.deps.artifacts,
+        secrets,
+        timeoutMs: step.timeoutMs ?? DEFAULT_STEP_TIMEOUT_MS,
+      });
+      await applyCredentials(step, ctx);
+      outcome = { status: 'succeeded', output: { kind: 'none' } };
+    } catch (error) {
+      outcome = { status: 'failed', error: toStepFailure(error, 'act').toStepError() };
+    }
+    const names = secrets.used();
+    if (names.length > 0)
+      await this.deps.reporter.recordSecretUse(this.owner, { stepId, names }, this.abortController.signal);
+    return outcome;
   }
 
   /** The secrets of one attempt, read from the robot's provider at the moment a step uses them. */

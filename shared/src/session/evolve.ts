@@ -1,6 +1,6 @@
 import type { SessionEvent, SessionEventMetadata } from '../events/sessionEvents.js';
 import type { StreamPlace } from '../eventStore/port.js';
-import { DEFAULT_RETRY_POLICY } from '../steps/stepSpec.js';
+import { DEFAULT_RETRY_POLICY, setsCredentials } from '../steps/stepSpec.js';
 import { isTerminal, type SessionState, type StepState } from './state.js';
 
 /** The state without the fields that belong to one status only (attention, pause). */
@@ -89,6 +89,7 @@ export function evolve(
         attempts: 0,
         retriedAt: 0,
         retry: event.data.step.retry ?? DEFAULT_RETRY_POLICY,
+        ...(setsCredentials(event.data.step) ? { setsCredentials: true as const } : {}),
         ...(place ? { submitted: { revision: place.revision, position: place.position } } : {}),
       };
       let submissions = state.submissions;

@@ -25,7 +25,7 @@ const gunzipAsync = (bytes: Uint8Array, maxOutputLength: number) =>
  * Format of a stored snapshot. Bump it whenever SessionState's shape or what `evolve` makes of a stream changes:
  * snapshots of any other format are ignored (the session is folded from its events), so none is ever misread.
  */
-export const SNAPSHOT_FORMAT = 3;
+export const SNAPSHOT_FORMAT = 4;
 
 /** A session's folded state as of one revision of its stream: loading starts here and reads only what follows. */
 export interface SessionSnapshot {
@@ -61,6 +61,7 @@ const StepStateSchema = z.strictObject({
   attempts: Counter,
   retriedAt: Counter,
   retry: RetryPolicy,
+  setsCredentials: z.literal(true).optional(),
   submitted: z.strictObject({ revision: Counter, position: Counter }).optional(),
 });
 

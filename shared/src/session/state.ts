@@ -24,6 +24,11 @@ export interface StepState {
   retriedAt: number;
   retry: RetryPolicy;
   /**
+   * A navigate step that sets request headers or cookies for its origin, which stay with the browser context after
+   * it and which no restore point keeps: recovery sets them again. Absent otherwise.
+   */
+  setsCredentials?: true;
+  /**
    * Where its StepSubmitted is in the stream, so that its spec can be read back without reading the whole stream.
    * Absent when the fold was not told where events are (evolve called without their place).
    */

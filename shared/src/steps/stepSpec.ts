@@ -225,6 +225,17 @@ export const StepSpec = z.discriminatedUnion('action', [
   CheckpointStep,
 ]);
 export type StepSpec = z.infer<typeof StepSpec>;
+
+/**
+ * Whether a step sets request headers or cookies that stay with its origin for the rest of the session (a navigate
+ * step with either): state of the browser context that no restore point keeps.
+ */
+export function setsCredentials(step: StepSpec): boolean {
+  return (
+    step.action === 'navigate' &&
+    ((step.cookies?.length ?? 0) > 0 || Object.keys(step.headers ?? {}).length > 0)
+  );
+}
 export type StepAction = StepSpec['action'];
 export const STEP_ACTIONS = StepSpec.options.map((o) => o.shape.action.value) as readonly StepAction[];
 

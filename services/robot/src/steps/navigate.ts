@@ -35,7 +35,7 @@ export async function navigate(step: z.infer<typeof NavigateStep>, ctx: StepCont
   addTarget(documentTargets, step.url);
   const refused = await egress?.vet(step.url);
   if (refused) throw new StepFailure('EGRESS_DENIED', `egress denied: ${refused.message}`);
-  await applySecretsOf(step, ctx);
+  await applyCredentials(step, ctx);
   ctx.page.on('request', onRequest);
   try {
     const response = await ctx.page.goto(step.url, { timeout: ctx.remainingMs(), waitUntil: 'load' });
@@ -88,9 +88,10 @@ function addTarget(targets: Set<string>, url: string): void {
  * secret provider now, and adds its headers to every later request to that origin. Every secret is resolved once
  * here, so that a missing one fails the step (SECRET_NOT_FOUND) before anything loads and each name is recorded as
  * used by this attempt; a header's secret is then read again at each request. Cookies are host-wide (any port) and
- * the session runner keeps those from secrets out of restore points.
+ * the session runner keeps those from secrets out of restore points. Recovery calls this on its own for the navigate
+ * steps a restore point holds, since that restore point keeps neither the cookies nor the headers.
  */
-async function applySecretsOf(step: z.infer<typeof NavigateStep>, ctx: StepContext): Promise<void> {
+export async function applyCredentials(step: z.infer<typeof NavigateStep>, ctx: StepContext): Promise<void> {
   const url = new URL(step.url);
   const context = ctx.page.context();
   if (step.cookies && step.cookies.length > 0) {
@@ -104,7 +105,14 @@ async function applySecretsOf(step: z.infer<typeof NavigateStep>, ctx: StepConte
         secure: url.protocol === 'https:',
         sameSite: 'Lax' as const,
       });
-    await context.addCookies(cookies);
+    try {
+      await context.addCookies(cookies);
+    } catch (error) {
+      // Playwright may quote a cookie in its error: the failure is rebuilt from the redacted message alone.
+      const values = cookies.flatMap((c) => [c.value, JSON.stringify(c.value).slice(1, -1)]);
+      const failure = toStepFailure(error, 'act', values);
+      throw new StepFailure(failure.code, failure.message);
+    }
   }
   if (step.headers && Object.keys(step.headers).length > 0) {
     for (const spec of Object.values(step.headers))

@@ -12,8 +12,8 @@ const tables = new WeakMap<BrowserContext, OriginTable>();
 
 /**
  * Adds headers to every request the context makes to `origin` (and to no other origin), from now on for the life of
- * the context: a session's context lives as long as the session on this robot, and recovery replays the navigate
- * steps after its restore point, which adds them again. A later call for the same origin adds to (and for the
+ * the context: a session's context lives as long as the session on this robot, and recovery adds them again to the
+ * context it rebuilds (for the navigate steps its restore point holds, then by replaying those after it). A later call for the same origin adds to (and for the
  * same name, replaces) what an earlier one set. Only the spec is kept: a secret is read from `provider` at the
  * moment of each request, so that no value outlives the request that carries it. A secret that cannot be read then
  * leaves its header out (logged by name).
