@@ -30,8 +30,23 @@ declare module 'fastify' {
   }
 }
 
-/** Resolves the caller of a request; returns null to refuse it with 401. It never throws for bad credentials. */
+/**
+ * Resolves the caller of a request; returns null to refuse it with 401. It never throws for bad credentials; it
+ * throws AuthUnavailableError when it cannot tell (the token issuer's keys cannot be fetched).
+ */
 export type Authenticator = (request: FastifyRequest) => Promise<AuthContext | null>;
+
+/** Credentials that cannot be checked right now: answered 503 with Retry-After, not 401. */
+export class AuthUnavailableError extends Error {
+  override readonly name = 'AuthUnavailableError';
+  constructor(
+    readonly reason: string,
+    /** When to try again, in seconds. */
+    readonly retryAfterSec: number,
+  ) {
+    super(`credentials cannot be checked right now (${reason})`);
+  }
+}
 
 /**
  * Every request is served for one configured tenant, as an anonymous caller holding every scope. Only for local
@@ -65,11 +80,19 @@ export function guardedRoutes(app: FastifyInstance): readonly GuardedRoute[] {
 }
 
 const UNAUTHENTICATED = { error: { code: 'UNAUTHENTICATED', message: 'missing or invalid credentials' } };
+const AUTH_UNAVAILABLE = {
+  error: {
+    code: 'AUTH_UNAVAILABLE',
+    message: "the token issuer's signing keys cannot be fetched right now; try again later",
+  },
+};
 
 /**
  * Authenticates every request before its body is parsed and before a WebSocket upgrade is answered (onRequest),
  * except the operational routes (`config.ops`), then checks the route's scopes. Missing or invalid credentials
- * are 401 (with a `WWW-Authenticate` challenge); a valid caller without the scope is 403. A route that somehow
+ * are 401 (with a `WWW-Authenticate` challenge); a valid caller without the scope is 403; credentials that cannot be
+ * checked right now (the JWKS is unreachable) are 503 with `Retry-After`, so that clients retry instead of
+ * discarding a token that may be good. A route that somehow
  * has no scopes (registered before this hook) is refused too, so that a forgotten route fails closed. Handlers
  * read `request.auth`. Call it before registering the routes it guards.
  */
@@ -90,7 +113,13 @@ export function registerAuth(app: FastifyInstance, authenticate: Authenticator, 
   app.addHook('onRequest', async (request, reply) => {
     const config = request.routeOptions.config;
     if (config?.ops) return;
-    const auth = await authenticate(request);
+    let auth: AuthContext | null;
+    try {
+      auth = await authenticate(request);
+    } catch (error) {
+      if (!(error instanceof AuthUnavailableError)) throw error;
+      return reply.code(503).header('retry-after', String(error.retryAfterSec)).send(AUTH_UNAVAILABLE);
+    }
     if (!auth) return reply.code(401).header('www-authenticate', 'Bearer').send(UNAUTHENTICATED);
     request.auth = auth;
     // No route matched: the 404 handler answers the authenticated caller.

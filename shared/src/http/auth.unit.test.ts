@@ -5,6 +5,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { exportSPKI, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestIssuer, testApiKey, type TestIssuer } from '../testing/credentials.js';
+import { freePort } from '../testing/natsServer.js';
 import { ConfigError } from '../errors.js';
 import { ApiKeyVerifier, generateApiKey, hashApiKey, parseApiKeys } from './apiKeys.js';
 import { registerAuth, singleTenantAuthenticator } from './auth.js';
@@ -236,5 +237,59 @@ describe('registerAuth', () => {
       tenantId: 't',
       scopes: ['sessions:write', 'sessions:read', 'admin'],
     });
+  });
+});
+
+describe('JWKS outage', () => {
+  let issuer: TestIssuer;
+  let app: FastifyInstance;
+  beforeAll(async () => {
+    issuer = await startTestIssuer();
+    issuer.setJwksAnswer('unavailable');
+    app = Fastify();
+    const { authenticator } = authenticatorFromConfig({ ...base, JWT_JWKS_URL: issuer.jwksUrl });
+    registerAuth(app, authenticator, { scopes: () => ['sessions:read'] });
+    app.get('/read', async (request) => ({ tenant: request.auth.tenantId }));
+    await app.ready();
+  });
+  afterAll(async () => {
+    await app?.close();
+    await issuer?.close();
+  });
+
+  const read = (token: string) => app.inject({ url: '/read', headers: { authorization: `Bearer ${token}` } });
+
+  it('answers 503 with Retry-After while the key set cannot be fetched, then serves once it can', async () => {
+    const token = await issuer.token({ sub: 'u1', tenant: 'acme', scope: 'sessions:read' });
+    for (const answer of ['unavailable', 'not-a-key-set'] as const) {
+      issuer.setJwksAnswer(answer);
+      const hits = issuer.jwksHits();
+      const refused = await read(token);
+      expect(refused.statusCode, answer).toBe(503);
+      expect(refused.headers['retry-after']).toBe('5');
+      expect(refused.json().error.code).toBe('AUTH_UNAVAILABLE');
+      expect(issuer.jwksHits()).toBe(hits + 1);
+    }
+    issuer.setJwksAnswer('keys');
+    const served = await read(token);
+    expect(served.statusCode).toBe(200);
+    expect(served.json()).toEqual({ tenant: 'acme' });
+
+    // With the keys cached, an outage changes nothing: good tokens pass, bad ones are 401, and nothing is fetched.
+    issuer.setJwksAnswer('unavailable');
+    const hits = issuer.jwksHits();
+    expect((await read(token)).statusCode).toBe(200);
+    expect((await read(await issuer.expired({ sub: 'u1', tenant: 'acme' }))).statusCode).toBe(401);
+    expect((await read(issuer.unsigned({ sub: 'u1', tenant: 'acme' }))).statusCode).toBe(401);
+    expect(issuer.jwksHits()).toBe(hits);
+  });
+
+  it('reports an unreachable key set as unavailable, not as a bad token', async () => {
+    const nowhere = new JwtVerifier({ jwksUrl: `http://127.0.0.1:${await freePort()}/jwks.json` });
+    const token = await issuer.token({ sub: 'u1', tenant: 'acme' });
+    expect(await nowhere.verify(token)).toEqual({ ok: false, reason: 'JWKS_UNREACHABLE', unavailable: true });
+    // A token that is not even well formed is refused before any key is fetched.
+    expect(await nowhere.verify('a.b.c')).toMatchObject({ ok: false, reason: 'ERR_JWS_INVALID' });
+    expect(await nowhere.verify('a.b.c')).not.toHaveProperty('unavailable');
   });
 });

@@ -3,7 +3,12 @@ import type { FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { ApiKeyVerifier, parseApiKeys, type ApiKeyEntry } from './apiKeys.js';
-import { singleTenantAuthenticator, type AuthContext, type Authenticator } from './auth.js';
+import {
+  AuthUnavailableError,
+  singleTenantAuthenticator,
+  type AuthContext,
+  type Authenticator,
+} from './auth.js';
 import { JwtVerifier } from './jwt.js';
 
 /**
@@ -100,6 +105,9 @@ function loadJwt(config: AuthConfig): JwtVerifier | null {
 }
 
 /** Three base64url segments: a compact JWS. Generated API keys never contain a dot. */
+/** Retry-After for a request refused because the JWKS could not be fetched: about one fetch timeout. */
+const JWKS_RETRY_AFTER_SEC = 5;
+
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/;
 
 /**
@@ -143,6 +151,7 @@ export function credentialAuthenticator(
       const outcome = await sources.jwt.verify(credential);
       if (outcome.ok) return outcome.auth;
       onFailure(request, outcome.reason);
+      if (outcome.unavailable) throw new AuthUnavailableError(outcome.reason, JWKS_RETRY_AFTER_SEC);
       return null;
     }
     const auth = sources.keys?.verify(credential) ?? null;

@@ -26,8 +26,19 @@ export interface JwtVerifierOptions {
   clockToleranceSec?: number;
 }
 
-/** A verified token's caller, or why the token was refused (a jose error code or ours; never token content). */
-export type JwtOutcome = { ok: true; auth: AuthContext } | { ok: false; reason: string };
+/**
+ * A verified token's caller, or why the token was refused (a jose error code or ours; never token content).
+ * `unavailable`: the token could not be checked because the issuer's key set could not be fetched (unreachable,
+ * timed out, not a 200, not a key set); that says nothing about the token, and the caller may try again.
+ */
+export type JwtOutcome = { ok: true; auth: AuthContext } | { ok: false; reason: string; unavailable?: true };
+
+/** jose's codes for a key set that could not be fetched or read (a token's own faults have other codes). */
+const KEY_SET_FAILURES: ReadonlySet<string> = new Set([
+  'ERR_JWKS_TIMEOUT',
+  'ERR_JOSE_GENERIC',
+  'ERR_JWKS_INVALID',
+]);
 
 /** The algorithm a configured public key verifies, from its type; other key types are a configuration error. */
 function algorithmOf(key: KeyObject): JwtAlgorithm {
@@ -108,6 +119,12 @@ export class JwtVerifier {
       }));
     } catch (error) {
       const code = (error as { code?: unknown }).code;
+      if (this.options.jwksUrl) {
+        // Without a jose code, the fetch itself failed (refused, reset, DNS): the error is fetch's own.
+        if (typeof code !== 'string' || !code.startsWith('ERR_'))
+          return { ok: false, reason: 'JWKS_UNREACHABLE', unavailable: true };
+        if (KEY_SET_FAILURES.has(code)) return { ok: false, reason: code, unavailable: true };
+      }
       return { ok: false, reason: typeof code === 'string' ? code : 'JWT_INVALID' };
     }
     const sub = payload.sub;

@@ -31,6 +31,8 @@ export interface TestIssuer {
   rsaPublicPem: string;
   /** Requests the JWKS server answered. */
   jwksHits(): number;
+  /** What the JWKS endpoint answers from now on: the keys (the default), a 503, or a body that is not a key set. */
+  setJwksAnswer(answer: 'keys' | 'unavailable' | 'not-a-key-set'): void;
   /** A valid token (RS256 by default) for `claims`, expiring in an hour unless `exp` is given. */
   token(
     claims: TestClaims,
@@ -61,13 +63,19 @@ export async function startTestIssuer(): Promise<TestIssuer> {
   };
   const rsaPublicPem = await exportSPKI(rsa.publicKey);
   let hits = 0;
+  let answer: 'keys' | 'unavailable' | 'not-a-key-set' = 'keys';
   const server: Server = createServer((request, response) => {
     hits += 1;
     if (request.url !== '/.well-known/jwks.json') {
       response.writeHead(404).end();
       return;
     }
-    response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(jwks));
+    if (answer === 'unavailable') {
+      response.writeHead(503, { 'content-type': 'text/plain' }).end('down for maintenance');
+      return;
+    }
+    const body = answer === 'keys' ? jwks : { keys: 'none today' };
+    response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
@@ -89,6 +97,9 @@ export async function startTestIssuer(): Promise<TestIssuer> {
     audience,
     rsaPublicPem,
     jwksHits: () => hits,
+    setJwksAnswer: (next) => {
+      answer = next;
+    },
     token: (claims, options = {}) => {
       const alg = options.alg ?? 'RS256';
       return sign(claims, alg === 'RS256' ? rsa.privateKey : ec.privateKey, {
