@@ -472,6 +472,15 @@ describe('the rest of the surface', () => {
       expect(Object.keys(route.responses)).toEqual(expect.arrayContaining(['202', '404', '409']));
     }
     expect(paths).not.toContain('/openapi.json');
+    // Both credentials are described; every operation needs one, with its scopes, and the probes need none.
+    const described = doc.json();
+    expect(Object.keys(described.components.securitySchemes)).toEqual(['apiKey', 'bearer']);
+    expect(described.components.securitySchemes.apiKey).toMatchObject({ in: 'header', name: 'X-API-Key' });
+    expect(described.components.securitySchemes.bearer).toMatchObject({ type: 'http', scheme: 'bearer' });
+    expect(described.security).toEqual([{ apiKey: [] }, { bearer: [] }]);
+    expect(described.paths['/healthz'].get.security).toEqual([]);
+    expect(described.paths['/v1/sessions'].post.security).toBeUndefined();
+    expect(described.paths['/v1/sessions'].post['x-scopes']).toEqual(['sessions:write']);
     const steps = doc.json().paths['/v1/sessions/{id}/steps'].post;
     expect(steps.requestBody.content['application/json'].schema.properties.steps.maxItems).toBe(500);
     expect((await inject({ method: 'GET', url: '/healthz', tenant: null })).statusCode).toBe(200);
