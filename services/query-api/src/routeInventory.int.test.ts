@@ -9,7 +9,9 @@ import { WebSocket } from 'ws';
 import {
   authenticatorFromConfig,
   connectNats,
+  BEARER_SUBPROTOCOL_PREFIX,
   createMetricsRegistry,
+  FEED_SUBPROTOCOL,
   openEventStore,
   SessionCommandHandler,
   silentLogger,
@@ -85,9 +87,9 @@ function upgrade(
   });
 }
 
-/** A feed connection that keeps every frame. */
-async function openFeed(port: number, headers: Record<string, string>) {
-  const ws = new WebSocket(`ws://127.0.0.1:${port}${FEED}`, { headers });
+/** A feed connection that keeps every frame; `protocols` are offered as a browser offers them. */
+async function openFeed(port: number, headers: Record<string, string>, protocols: string[] = []) {
+  const ws = new WebSocket(`ws://127.0.0.1:${port}${FEED}`, protocols, { headers });
   const frames: Array<{ type: string; document?: SessionDocument; [k: string]: unknown }> = [];
   ws.on('message', (data) => frames.push(JSON.parse(String(data))));
   await new Promise<void>((resolve, reject) => {
@@ -96,6 +98,8 @@ async function openFeed(port: number, headers: Record<string, string>) {
   });
   return {
     frames,
+    /** The subprotocol the server selected ('' for none). */
+    protocol: ws.protocol,
     send: (message: unknown) => ws.send(JSON.stringify(message)),
     close: () =>
       new Promise<void>((resolve) => {
@@ -274,6 +278,35 @@ describe('query API route inventory', () => {
     expect(await upgrade(port, bearer(aReader.key))).toEqual({ upgraded: true, status: 101 });
   });
 
+  it("takes a browser's credential from the rpa.bearer. subprotocol, refusing bad ones the same way", async () => {
+    const offering = (...credentials: string[]) => ({
+      'sec-websocket-protocol': [
+        FEED_SUBPROTOCOL,
+        ...credentials.map((c) => `${BEARER_SUBPROTOCOL_PREFIX}${c}`),
+      ].join(', '),
+    });
+    let checked = 0;
+    for (const [name, headers] of Object.entries(await invalidCredentials())) {
+      const credential = headers['x-api-key'] ?? /^Bearer (.+)$/.exec(headers.authorization ?? '')?.[1];
+      if (credential === undefined) continue;
+      expect(await upgrade(port, offering(credential)), name).toEqual({ upgraded: false, status: 401 });
+      checked += 1;
+    }
+    expect(checked).toBe(7);
+    // Two credentials, or one that differs from the header's, are refused rather than chosen between; so is none.
+    expect(await upgrade(port, offering(aReader.key, aAdmin.key))).toEqual({ upgraded: false, status: 401 });
+    expect(await upgrade(port, { ...bearer(aAdmin.key), ...offering(aReader.key) })).toEqual({
+      upgraded: false,
+      status: 401,
+    });
+    expect(await upgrade(port, offering(''))).toEqual({ upgraded: false, status: 401 });
+    expect(await upgrade(port, offering(aWriterOnly.key))).toEqual({ upgraded: false, status: 403 });
+    expect(await upgrade(port, offering(aReader.key))).toEqual({ upgraded: true, status: 101 });
+    // Only on an upgrade: an HTTP route does not read it.
+    const plain = await app.inject({ url: '/v1/sessions', headers: offering(aReader.key) });
+    expect(plain.statusCode).toBe(401);
+  });
+
   it('answers 403 to a valid caller without the scope; the fleet view also admits admin', async () => {
     const writeJwt = await issuer.token(
       { sub: 'writer', tenant: A, scope: 'sessions:write' },
@@ -313,7 +346,9 @@ describe('query API route inventory', () => {
   });
 
   it("never sends tenant A's documents to tenant B's feed, even when B names A's session", async () => {
-    const b = await openFeed(port, bearer(bReader.key));
+    // B connects as a browser does: its credential in a subprotocol, the feed's own selected in answer.
+    const b = await openFeed(port, {}, [FEED_SUBPROTOCOL, `${BEARER_SUBPROTOCOL_PREFIX}${bReader.key}`]);
+    expect(b.protocol).toBe(FEED_SUBPROTOCOL);
     const a = await openFeed(port, bearer(aReader.key));
     try {
       b.send({ subscribe: { all: true } });

@@ -111,8 +111,18 @@ const JWKS_RETRY_AFTER_SEC = 5;
 const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*$/;
 
 /**
- * The credential a request presents: `Authorization: Bearer <key or JWT>` or `X-API-Key: <key>`. Two different
- * credentials in one request, a repeated header or another scheme are refused rather than guessed between.
+ * The WebSocket subprotocol a feed client (a browser, which cannot set headers on a WebSocket) may carry its
+ * credential in, as `rpa.bearer.<key or JWT>`, next to FEED_SUBPROTOCOL, the one the server selects. Unlike a query
+ * string, it is not part of the URL that proxies and access logs record.
+ */
+export const BEARER_SUBPROTOCOL_PREFIX = 'rpa.bearer.';
+/** The feed's own subprotocol: what the server answers with when a client offers it. */
+export const FEED_SUBPROTOCOL = 'rpa.feed.v1';
+
+/**
+ * The credential a request presents: `Authorization: Bearer <key or JWT>`, `X-API-Key: <key>`, or on a WebSocket
+ * upgrade a `rpa.bearer.<credential>` subprotocol. Two different credentials in one request, a repeated header or
+ * another scheme are refused rather than guessed between.
  */
 function presented(request: FastifyRequest): string | null | 'ambiguous' {
   const header = request.headers.authorization;
@@ -124,8 +134,25 @@ function presented(request: FastifyRequest): string | null | 'ambiguous' {
     if (!match) return 'ambiguous';
     bearer = match[1];
   }
-  if (bearer !== undefined && apiKey !== undefined && bearer !== apiKey) return 'ambiguous';
-  return bearer ?? apiKey ?? null;
+  const offered = subprotocolCredential(request);
+  if (offered === 'ambiguous') return offered;
+  const given = [bearer, apiKey, offered].filter((c): c is string => c !== undefined);
+  if (new Set(given).size > 1) return 'ambiguous';
+  return given[0] ?? null;
+}
+
+/** The credential of a WebSocket upgrade's `rpa.bearer.` subprotocol, if it offers one (and only one). */
+function subprotocolCredential(request: FastifyRequest): string | undefined | 'ambiguous' {
+  if (request.headers.upgrade?.toLowerCase() !== 'websocket') return undefined;
+  const header = request.headers['sec-websocket-protocol'];
+  if (header === undefined) return undefined;
+  const credentials = header
+    .split(',')
+    .map((protocol) => protocol.trim())
+    .filter((protocol) => protocol.startsWith(BEARER_SUBPROTOCOL_PREFIX))
+    .map((protocol) => protocol.slice(BEARER_SUBPROTOCOL_PREFIX.length));
+  if (credentials.length > 1 || credentials[0] === '') return 'ambiguous';
+  return credentials[0];
 }
 
 /** Combines API keys and JWTs into one authenticator; either may be absent. */

@@ -16,6 +16,8 @@ const CREDENTIAL_HEADERS = [
   '["set-cookie"]',
   '["x-api-key"]',
   '["proxy-authorization"]',
+  // A browser's feed connection carries its credential as a subprotocol.
+  '["sec-websocket-protocol"]',
 ];
 /** Field names that carry secret values (a fill step's typed value is treated as one). */
 const SECRET_FIELDS = [

@@ -25,6 +25,10 @@ describe('log redaction', () => {
     ['request credential headers', { req: { headers: { authorization: `Bearer ${CANARY}`, host: 'h' } } }],
     ['a request cookie', { req: { headers: { cookie: `sid=${CANARY}` } } }],
     ['an API key header', { req: { headers: { 'x-api-key': CANARY } } }],
+    [
+      "a feed client's subprotocol credential",
+      { req: { headers: { 'sec-websocket-protocol': `rpa.feed.v1, rpa.bearer.${CANARY}` } } },
+    ],
     ['a response cookie', { res: { headers: { 'set-cookie': [`sid=${CANARY}`] } } }],
     ['bare headers', { headers: { authorization: CANARY, 'x-api-key': CANARY, cookie: CANARY } }],
     ['headers one level down', { upstream: { headers: { 'proxy-authorization': CANARY } } }],

@@ -1,5 +1,5 @@
 import type { WebSocket, WebsocketPluginOptions } from '@fastify/websocket';
-import type { Actor, Logger } from '@rpa/shared';
+import { FEED_SUBPROTOCOL, type Actor, type Logger } from '@rpa/shared';
 import type { SessionChange, SessionIndex } from '../index/sessionIndex.js';
 import {
   ClientMessage,
@@ -109,7 +109,11 @@ export class FeedHub {
    */
   get pluginOptions(): WebsocketPluginOptions {
     return {
-      options: { maxPayload: this.wsMaxPayload },
+      options: {
+        maxPayload: this.wsMaxPayload,
+        // Never the credential-carrying subprotocol: the feed's own, when offered (browsers require one answered).
+        handleProtocols: (protocols) => (protocols.has(FEED_SUBPROTOCOL) ? FEED_SUBPROTOCOL : false),
+      },
       errorHandler: (error, socket) => {
         const code = (error as { code?: unknown }).code;
         if (typeof code === 'string' && code.startsWith('WS_ERR_')) {
