@@ -31,9 +31,13 @@ function findNatsServer() {
   ].find((c) => c && existsSync(c));
 }
 
+/** Debian's headless shell: the same engine for a quarter of the CPU per session (see services/robot/src/browser.ts). */
+const HEADLESS_SHELL = '/usr/lib/chromium/chromium-headless-shell';
+
 function findChromium() {
   return [
     process.env.CHROMIUM_PATH,
+    HEADLESS_SHELL,
     '/usr/bin/chromium',
     onPath('chromium'),
     onPath('chromium-browser'),
@@ -60,13 +64,22 @@ function ensureNodeModules() {
   }
 }
 
+/** What goes without each optional package. */
+const WITHOUT = {
+  'docker-compose': 'the docker-compose.yml validation will be skipped',
+  'chromium-headless-shell': 'robots run the full Chromium, which costs about four times the CPU per session',
+};
+
 function ensureSystemPackages() {
   const missing = [];
   if (!process.env.NATS_URL && !findNatsServer()) missing.push('nats-server');
   if (!findChromium()) missing.push('chromium');
   // Only the tests use docker-compose (to validate docker-compose.yml; no engine needed), and they skip that check
-  // without it: install it when we can, never stop for it.
-  const optional = mode === 'test' && !onPath('docker-compose') ? ['docker-compose'] : [];
+  // without it: install it when we can, never stop for it. Likewise Chromium's headless shell, which robots run in
+  // preference to the full browser when it is there: everything works without it, only slower.
+  const optional = [];
+  if (mode === 'test' && !onPath('docker-compose')) optional.push('docker-compose');
+  if (!process.env.CHROMIUM_PATH && !existsSync(HEADLESS_SHELL)) optional.push('chromium-headless-shell');
   if (missing.length === 0 && optional.length === 0) return;
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0;
   const hasApt = !!onPath('apt-get');
@@ -85,14 +98,14 @@ function ensureSystemPackages() {
       log(`could not install ${missing.join(', ')}`);
       process.exit(1);
     }
-    if (optional.length > 0 && run('apt-get', ['install', '-y', '-qq', ...optional], { env }) !== 0)
-      log(`could not install ${optional.join(', ')}; the docker-compose.yml validation will be skipped`);
+    for (const pkg of optional) {
+      if (run('apt-get', ['install', '-y', '-qq', pkg], { env }) !== 0)
+        log(`could not install ${pkg}: ${WITHOUT[pkg]}`);
+    }
     return;
   }
-  if (optional.length > 0) {
-    log('docker-compose not found: the docker-compose.yml validation will be skipped. Install with:');
-    log(`  sudo apt-get update && sudo apt-get install -y ${optional.join(' ')}`);
-  }
+  for (const pkg of optional)
+    log(`${pkg} not found: ${WITHOUT[pkg]}. Install with:\n  sudo apt-get install -y ${pkg}`);
   if (missing.length === 0) return;
   log(`missing: ${missing.join(', ')}. Install with:`);
   log(`  sudo apt-get update && sudo apt-get install -y ${missing.join(' ')} fonts-liberation`);

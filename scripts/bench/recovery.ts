@@ -16,7 +16,7 @@ import { startStack, type ServiceProcess, type Stack } from '../lib/stack.js';
 import { killTree } from '../../test/support/processes.js';
 import { SITE, startRecoverySite, type RecoverySite } from '../../test/support/recoverySite.js';
 import { percentile, round } from './stats.js';
-import { CHROMIUM_ARGS } from '../../services/robot/src/browser.js';
+import { CHROMIUM_ARGS, resolveChromiumPath } from '../../services/robot/src/browser.js';
 
 const env = parseEnvOrExit(
   'bench',
@@ -26,7 +26,7 @@ const env = parseEnvOrExit(
       .regex(/^\d{1,4}(,\d{1,4})*$/, 'must be a comma-separated list of step counts')
       .default('10,100,1000'),
     ACK_WAIT_MS: z.coerce.number().int().min(1_000).max(60_000).default(2_000),
-    CHROMIUM_PATH: z.string().min(1).default('/usr/bin/chromium'),
+    CHROMIUM_PATH: z.string().min(1).optional(),
     /** Level of the services' logs (kept in files); info shows each claim and recovery with its timing. */
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug']).default('warn'),
   }),
@@ -172,7 +172,7 @@ async function measure(stack: Stack, client: RpaClient, site: RecoverySite, size
 /** A new context from a storage state and one page load: what any rebuild of a browser costs at least. */
 async function playwrightFloor(site: RecoverySite): Promise<number[]> {
   const browser = await chromium.launch({
-    executablePath: env.CHROMIUM_PATH,
+    executablePath: resolveChromiumPath(env.CHROMIUM_PATH),
     headless: true,
     args: CHROMIUM_ARGS,
   });

@@ -199,11 +199,11 @@ describe('Dockerfile', () => {
     expect(stages.get('runtime')).not.toMatch(/from=build \S*\/node_modules/);
   });
 
-  it('gives the robot Debian Chromium, fonts and CHROMIUM_PATH', () => {
+  it("gives the robot Debian's Chromium headless shell, fonts and CHROMIUM_PATH", () => {
     const robot = stages.get('robot') ?? '';
-    expect(robot).toMatch(/apt-get install .*\bchromium\b/);
+    expect(robot).toMatch(/apt-get install .*\bchromium-headless-shell\b/);
     expect(robot).toMatch(/\bfonts-liberation\b/);
-    expect(robot).toMatch(/CHROMIUM_PATH=\/usr\/bin\/chromium/);
+    expect(robot).toMatch(/CHROMIUM_PATH=\/usr\/lib\/chromium\/chromium-headless-shell\b/);
   });
 });
 

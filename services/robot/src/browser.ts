@@ -33,9 +33,20 @@ function proxySettings(channel: EgressChannel): { server: string; bypass: string
   return { server: channel.url, bypass: '<-loopback>' };
 }
 
+/**
+ * Debian's headless shell (package `chromium-headless-shell`): Chromium's old headless mode, the build Playwright
+ * itself runs headless. On two cores it runs a session's context for about a quarter of the CPU the full browser in
+ * its new headless mode takes (measured: 0.23 against 0.83 CPU-seconds for a context's life: open, load a page, read
+ * it, close), and opens it four times as fast. The binary itself, not the /usr/bin wrapper script, so that the
+ * browser is the launched process.
+ */
+export const DEBIAN_HEADLESS_SHELL = '/usr/lib/chromium/chromium-headless-shell';
 const DEBIAN_CHROMIUM = '/usr/bin/chromium';
 
-/** The Chromium to launch: the configured path, else Playwright's own build when installed, else Debian's. */
+/**
+ * The Chromium to launch: the configured path, else Playwright's own build when installed, else Debian's headless
+ * shell when installed, else Debian's Chromium.
+ */
 export function resolveChromiumPath(
   configured: string | undefined,
   exists: (path: string) => boolean = existsSync,
@@ -47,7 +58,8 @@ export function resolveChromiumPath(
   } catch {
     bundled = undefined;
   }
-  return bundled && exists(bundled) ? bundled : DEBIAN_CHROMIUM;
+  if (bundled && exists(bundled)) return bundled;
+  return exists(DEBIAN_HEADLESS_SHELL) ? DEBIAN_HEADLESS_SHELL : DEBIAN_CHROMIUM;
 }
 
 /** The browser could not be started or has gone away. */
