@@ -12,6 +12,7 @@ import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { KURRENTDB_IMAGE } from '../../shared/src/eventStore/kurrentdbImage.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const composeFile = join(root, 'docker-compose.yml');
@@ -148,6 +149,8 @@ describe('docker-compose.yml', () => {
       expect(service(name).environment?.AUTH_MODE, name).toBeUndefined();
     }
     expect(service('kurrentdb').environment?.KURRENTDB_CLUSTER_SIZE).toBe('1');
+    // The server the adapter's contract suite runs against.
+    expect(service('kurrentdb').image).toBe(KURRENTDB_IMAGE);
   });
 
   it('builds each service from its target of the shared Dockerfile', () => {

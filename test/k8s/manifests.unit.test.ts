@@ -24,6 +24,7 @@ import { CommandApiEnv } from '../../services/command-api/src/config.js';
 import { ProjectorEnv } from '../../services/projector/src/config.js';
 import { QueryApiEnv } from '../../services/query-api/src/config.js';
 import { RobotEnv } from '../../services/robot/src/config.js';
+import { KURRENTDB_IMAGE } from '../../shared/src/eventStore/kurrentdbImage.js';
 
 const K8S_DIR = fileURLToPath(new URL('../../deploy/k8s/', import.meta.url));
 const OVERLAYS = readdirSync(`${K8S_DIR}overlays`, { withFileTypes: true })
@@ -400,6 +401,12 @@ describe.skipIf(skipReason !== undefined)('deploy/k8s manifests', () => {
         if (overlay === 'dev') expect(image, name).toMatch(/:dev$/);
         else expect(image, name).not.toMatch(/:(dev|latest)$/);
       }
+    });
+
+    it('runs the KurrentDB the adapter is tested against, where the overlay has one', () => {
+      const kurrentdb = objects.find((o) => o.kind === 'StatefulSet' && o.metadata.name === 'kurrentdb');
+      if (overlay === 'prod') expect(kurrentdb, 'the prod overlay runs KurrentDB').toBeDefined();
+      if (kurrentdb) expect(kurrentdb.spec.template.spec.containers[0].image).toBe(KURRENTDB_IMAGE);
     });
   });
 });

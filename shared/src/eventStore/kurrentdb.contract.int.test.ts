@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, it } from 'vitest';
 import { uniquePrefix } from '../testing/index.js';
 import { eventStoreContract } from './contract.js';
 import { KurrentDbEventStore } from './kurrentdb.js';
+import { KURRENTDB_IMAGE } from './kurrentdbImage.js';
 
 /**
  * The shared contract against a real KurrentDB: the one at KURRENTDB_URL when set, else one started by
@@ -10,7 +11,7 @@ import { KurrentDbEventStore } from './kurrentdb.js';
  * KurrentDB server can run without one). Docker is detected from DOCKER_HOST or the default socket only, so that
  * the check costs nothing where there is no engine.
  */
-const KURRENTDB_IMAGE = process.env.KURRENTDB_IMAGE ?? 'docker.kurrent.io/kurrent-latest/kurrentdb:25.1';
+const IMAGE = process.env.KURRENTDB_IMAGE ?? KURRENTDB_IMAGE;
 const configuredUrl = process.env.KURRENTDB_URL;
 const dockerReachable = Boolean(process.env.DOCKER_HOST) || existsSync('/var/run/docker.sock');
 
@@ -28,7 +29,7 @@ if (!configuredUrl && !dockerReachable) {
   beforeAll(async () => {
     if (configuredUrl) return;
     const { KurrentDbContainer } = await import('@testcontainers/kurrentdb');
-    const container = await new KurrentDbContainer(KURRENTDB_IMAGE).start();
+    const container = await new KurrentDbContainer(IMAGE).start();
     stopContainer = () => container.stop();
     url = container.getConnectionString();
   }, 180_000);
