@@ -247,7 +247,7 @@ export async function recoverSession(
   };
 
   try {
-    // Only the tail's submissions are read: what the restore point holds costs nothing.
+    // Only the submissions of the tail and of the steps whose headers and cookies must be set again are read.
     const specs = await reporter.stepSpecs(owner.sessionId, stepsToRead(state), signal);
     let plan = planRecovery(state, specs);
     let storage: StorageState | null = null;
